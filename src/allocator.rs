@@ -1,27 +1,92 @@
-//! STUB: the public surface of Rulloc backed by `std::alloc::System`.
+//! [`Rulloc`]: the public type and its trait implementations. Start reading
+//! here.
+//!
+//! ```text
+//!                         Rulloc<N>
+//!   +---------------------------------------------------------------+
+//!   | config: N bucket sizes + size→bucket lookup table (const)     |
+//!   | heaps:  [Heap; 64], mapped lazily, one per concurrent thread   |
+//!   | huge:   list of huge blocks (own mappings)                     |
+//!   +---------------------------------------------------------------+
+//!
+//!   allocate(size, align)
+//!     ├─ a bucket fits ──▶ this thread's heap ─▶ bucket ─▶ region free list
+//!     ├─ ≤ 2 MiB ────────▶ this thread's heap ─▶ span of slots (dynamic bucket)
+//!     └─ larger ─────────▶ a mapping of its own (huge)
+//!
+//!   deallocate(ptr)
+//!     segment = (ptr - 1) & !(4 MiB - 1)     (header: kind, owner heap)
+//!     region  = segment.regions[slot of ptr]  (block size, free lists)
+//!     owner heap free? ─ yes ─▶ push on the region's local free list
+//!                      └ no ──▶ one CAS onto the region's thread_free list
+//! ```
+//!
+//! The pieces, in the order a request meets them: [`crate::bucket`] (size
+//! classes), [`crate::heap`] (per-thread state, locking), [`crate::region`]
+//! (free lists), [`crate::segment`] (OS chunks and span pool),
+//! [`crate::large`] (the dynamic bucket), [`crate::block`] (what a block
+//! is), [`crate::platform`] (the kernel).
+//!
+//! Invariants:
+//!
+//! * A heap, once published in `heaps`, lives until the allocator is
+//!   dropped, and its address never changes: segments point at it.
+//! * Every pointer this allocator hands out lies in one of its segments,
+//!   and its segment header says which heap (or the huge list) owns it.
+//! * Nothing in an allocation path panics: failures are null pointers.
+
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
-use std::alloc::System;
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
-use crate::Stats;
+use crate::bucket::{Config, DEFAULT_BUCKET_COUNT, DEFAULT_BUCKET_SIZES};
+use crate::heap::{owner_of, Heap};
+use crate::large::{huge_usable_size, HugeList, LARGE_MAX_SIZE};
+use crate::platform;
+use crate::region::{Region, RegionKind};
+use crate::segment::{self, region_of, segment_of, SegmentKind, SEGMENT_SIZE, SLOT_SIZE};
+use crate::stats::Stats;
 
-/// Number of size classes in the default configuration.
-pub const DEFAULT_BUCKET_COUNT: usize = 3;
-/// Default size classes.
-pub const DEFAULT_BUCKET_SIZES: [usize; DEFAULT_BUCKET_COUNT] = [16, 32, 64];
+/// The most heaps one allocator creates: threads beyond this share them
+/// (waiting for a lock only when every heap is busy).
+pub(crate) const MAX_HEAPS: usize = 64;
 
-/// The allocator.
+/// A general purpose allocator with `N` compile-time buckets.
+///
+/// ```
+/// use rulloc::Rulloc;
+///
+/// // As the global allocator:
+/// // #[global_allocator]
+/// // static ALLOCATOR: Rulloc = Rulloc::new();
+///
+/// // With custom buckets (checked at compile time):
+/// static SMALL: Rulloc<3> = Rulloc::with_bucket_sizes([8, 16, 24]);
+///
+/// // As a standalone instance for one collection:
+/// let allocator = Rulloc::default();
+/// let mut numbers = allocator_api2::vec::Vec::new_in(&allocator);
+/// numbers.extend([1, 2, 3]);
+/// assert_eq!(numbers.iter().sum::<i32>(), 6);
+/// ```
 pub struct Rulloc<const N: usize = DEFAULT_BUCKET_COUNT> {
-    sizes: [usize; N],
+    config: Config<N>,
+    heaps: [AtomicPtr<Heap<N>>; MAX_HEAPS],
+    huge: HugeList,
+    /// Heaps locked by [`Rulloc::fork_prepare`], one bit per index.
+    fork_locked: AtomicU64,
 }
 
 impl Rulloc {
-    /// The default configuration.
+    /// An allocator with the default size classes
+    /// ([`DEFAULT_BUCKET_SIZES`]). `const`, so it can be a `static` and the
+    /// `#[global_allocator]`.
     pub const fn new() -> Self {
         Self::with_bucket_sizes(DEFAULT_BUCKET_SIZES)
     }
+
     /// Same as [`Rulloc::new`].
     pub const fn with_default_config() -> Self {
         Self::new()
@@ -34,112 +99,754 @@ impl Default for Rulloc {
     }
 }
 
-const HDR: usize = 16;
-
 impl<const N: usize> Rulloc<N> {
-    /// Custom buckets.
+    /// An allocator whose buckets have the given block sizes. Requests
+    /// larger than the last size go to the dynamic bucket.
+    ///
+    /// The sizes must be non-empty, non-zero, strictly increasing multiples
+    /// of the pointer size, at most 1 MiB; anything else stops compilation
+    /// (in a `const` or `static`) with a message saying which rule broke.
     pub const fn with_bucket_sizes(sizes: [usize; N]) -> Self {
-        Self { sizes }
+        Self {
+            config: Config::new(sizes),
+            heaps: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_HEAPS],
+            huge: HugeList::new(),
+            fork_locked: AtomicU64::new(0),
+        }
     }
-    /// The configured bucket sizes.
+
+    /// The block sizes of the buckets.
     pub fn bucket_sizes(&self) -> &[usize; N] {
-        &self.sizes
+        &self.config.sizes
     }
-    /// Allocates `size` bytes aligned to `align` (a power of two). Null on failure.
+
+    /// Allocates `size` bytes aligned to `align` (a power of two). Returns
+    /// null when the request cannot be satisfied; `size == 0` still returns
+    /// a unique pointer.
+    #[inline]
     pub fn allocate_bytes(&self, size: usize, align: usize) -> *mut u8 {
-        let a = align.max(HDR);
-        let Some(total) = size.checked_add(a) else { return ptr::null_mut() };
-        let Ok(l) = Layout::from_size_align(total, a) else { return ptr::null_mut() };
-        // SAFETY: stub
-        unsafe {
-            let p = System.alloc(l);
-            if p.is_null() {
-                return p;
-            }
-            let u = p.add(a);
-            (u as *mut usize).sub(1).write(size);
-            (u as *mut usize).sub(2).write(a);
-            u
+        debug_assert!(align.is_power_of_two());
+        match self.config.bucket_for(size, align) {
+            // SAFETY: the closure runs with the heap's lock held.
+            Some(bucket) => self.with_heap(|heap| unsafe { heap.alloc_small(bucket) }),
+            None => self.allocate_dynamic(size, align),
         }
     }
-    /// Zeroed [`Rulloc::allocate_bytes`].
+
+    /// Like [`Rulloc::allocate_bytes`], and the memory is zeroed.
     pub fn allocate_zeroed_bytes(&self, size: usize, align: usize) -> *mut u8 {
-        let p = self.allocate_bytes(size, align);
-        if !p.is_null() {
-            // SAFETY: stub
-            unsafe { p.write_bytes(0, size) };
+        let is_huge = self.config.bucket_for(size, align).is_none() && is_huge(size, align);
+        let block = self.allocate_bytes(size, align);
+        if !block.is_null() && !is_huge {
+            // SAFETY: the block has at least `size` writable bytes. Huge
+            // blocks are fresh mappings and already zero.
+            unsafe { block.write_bytes(0, size) };
         }
-        p
+        block
     }
-    /// Frees a block from this allocator.
+
+    /// The dynamic bucket: a span of slots, or a huge mapping.
+    #[cold]
+    fn allocate_dynamic(&self, size: usize, align: usize) -> *mut u8 {
+        if size > isize::MAX as usize - (align - 1) {
+            return ptr::null_mut();
+        }
+        if is_huge(size, align) {
+            self.huge.alloc(size, align)
+        } else {
+            // SAFETY: the closure runs with the heap's lock held; size fits.
+            self.with_heap(|heap| unsafe { heap.alloc_large(size) })
+        }
+    }
+
+    /// Frees a block. Null is ignored.
     ///
     /// # Safety
-    /// `ptr` came from this allocator and is live.
+    ///
+    /// `ptr` is null or was returned by this allocator and not freed since.
+    #[inline]
     pub unsafe fn deallocate_bytes(&self, ptr: *mut u8) {
-        // SAFETY: stub
+        if ptr.is_null() {
+            return;
+        }
+        let segment = segment_of(ptr);
+        // SAFETY: a live block's segment header is mapped and its kind and
+        // owner never change while the block lives.
         unsafe {
-            let size = (ptr as *mut usize).sub(1).read();
-            let a = (ptr as *mut usize).sub(2).read();
-            System.dealloc(ptr.sub(a), Layout::from_size_align_unchecked(size + a, a));
+            if (*segment).kind == SegmentKind::Huge {
+                self.huge.free(segment);
+                return;
+            }
+            let region = region_of(segment, ptr);
+            let heap = owner_of::<N>(segment);
+            if (*heap).lock.try_lock() {
+                (*heap).free_local(region, ptr);
+                (*heap).lock.unlock();
+            } else {
+                if Region::push_remote(region, ptr) {
+                    (*heap).push_delayed(region);
+                }
+                (*heap).count_remote_free();
+            }
         }
     }
-    /// Resizes; null on failure with the old block intact.
+
+    /// The number of bytes usable at `ptr` (at least the size requested).
     ///
     /// # Safety
-    /// `ptr` came from this allocator and is live.
+    ///
+    /// `ptr` was returned by this allocator and not freed since.
+    pub unsafe fn usable_size(&self, ptr: *const u8) -> usize {
+        let segment = segment_of(ptr);
+        // SAFETY: as in `deallocate_bytes`; a live block's region fields
+        // that describe it are stable while it lives.
+        unsafe {
+            if (*segment).kind == SegmentKind::Huge {
+                huge_usable_size(segment)
+            } else {
+                let region = region_of(segment, ptr);
+                (*region).block_size
+            }
+        }
+    }
+
+    /// Resizes the block at `ptr` to `new_size` bytes aligned to `align`,
+    /// in place when possible. Returns the (possibly moved) block, or null
+    /// with the old block untouched if there is no memory.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` was returned by this allocator and not freed since.
     pub unsafe fn reallocate_bytes(&self, ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
-        let n = self.allocate_bytes(new_size, align);
-        if !n.is_null() {
-            // SAFETY: stub
+        let segment = segment_of(ptr);
+        let aligned = ptr.addr() & (align - 1) == 0;
+        // SAFETY: as in `deallocate_bytes`.
+        unsafe {
+            if (*segment).kind == SegmentKind::Huge {
+                let usable = huge_usable_size(segment);
+                let stay_huge = new_size > LARGE_MAX_SIZE || align > SLOT_SIZE;
+                if aligned && stay_huge && self.huge.resize_in_place(segment, new_size) {
+                    return ptr;
+                }
+                return self.move_block(ptr, usable, new_size, align);
+            }
+            let region = region_of(segment, ptr);
+            let usable = (*region).block_size;
+            if aligned {
+                let in_place = match (*region).kind {
+                    // Keep the block unless it would waste over half of it.
+                    RegionKind::Small => new_size <= usable && new_size > usable / 2,
+                    RegionKind::Large => self.resize_large(segment, region, new_size, align),
+                    _ => false,
+                };
+                if in_place {
+                    return ptr;
+                }
+            }
+            self.move_block(ptr, usable, new_size, align)
+        }
+    }
+
+    /// Grows or shrinks a large block inside its segment, if the owner heap
+    /// is free and the neighbouring slots allow.
+    ///
+    /// # Safety
+    ///
+    /// `region` is the live large region of the block being resized.
+    unsafe fn resize_large(
+        &self,
+        segment: *mut segment::Segment,
+        region: *mut Region,
+        new_size: usize,
+        align: usize,
+    ) -> bool {
+        if new_size > LARGE_MAX_SIZE || align > SLOT_SIZE {
+            return false;
+        }
+        // Small enough for a bucket: moving there wastes less.
+        if self.config.bucket_for(new_size, align).is_some() {
+            return false;
+        }
+        let heap = owner_of::<N>(segment);
+        // SAFETY: the heap outlives its blocks; the region is ours to
+        // resize only under its lock.
+        unsafe {
+            if !(*heap).lock.try_lock() {
+                return false;
+            }
+            let done = if new_size > (*region).block_size {
+                (*heap).grow_large(region, new_size)
+            } else {
+                (*heap).shrink_large(region, new_size);
+                true
+            };
+            (*heap).lock.unlock();
+            done
+        }
+    }
+
+    /// Allocates a new block, copies, frees the old one.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is a live block of this allocator with `usable` bytes.
+    unsafe fn move_block(
+        &self,
+        ptr: *mut u8,
+        usable: usize,
+        new_size: usize,
+        align: usize,
+    ) -> *mut u8 {
+        let new = self.allocate_bytes(new_size, align);
+        if !new.is_null() {
+            // SAFETY: both blocks are live, distinct, and at least this long.
             unsafe {
-                let old = self.usable_size(ptr);
-                ptr::copy_nonoverlapping(ptr, n, old.min(new_size));
+                ptr::copy_nonoverlapping(ptr, new, usable.min(new_size));
                 self.deallocate_bytes(ptr);
             }
         }
-        n
+        new
     }
-    /// Usable size of a live block.
-    ///
-    /// # Safety
-    /// `ptr` came from this allocator and is live.
-    pub unsafe fn usable_size(&self, ptr: *const u8) -> usize {
-        // SAFETY: stub
-        unsafe { (ptr as *const usize).sub(1).read() }
+
+    /// Runs `f` on a heap whose lock this thread holds: the thread's usual
+    /// heap if it is free (the fast path), otherwise see
+    /// [`Rulloc::with_heap_slow`]. Returns null if no heap can be had.
+    #[inline(always)]
+    fn with_heap(&self, f: impl FnOnce(&Heap<N>) -> *mut u8) -> *mut u8 {
+        let hint = hint::get();
+        let heap = self.heaps[hint % MAX_HEAPS].load(Ordering::Acquire);
+        if !heap.is_null() {
+            // SAFETY: published heaps live as long as `self`.
+            let heap = unsafe { &*heap };
+            if heap.lock.try_lock() {
+                let result = f(heap);
+                heap.lock.unlock();
+                return result;
+            }
+        }
+        self.with_heap_slow(hint, f)
     }
-    /// Counters.
+
+    /// The thread's heap is busy or missing: try every other heap, then
+    /// create one, and only then wait.
+    #[cold]
+    #[inline(never)]
+    fn with_heap_slow(&self, hint: usize, f: impl FnOnce(&Heap<N>) -> *mut u8) -> *mut u8 {
+        for step in 0..MAX_HEAPS {
+            let index = (hint + step) % MAX_HEAPS;
+            let heap = self.heaps[index].load(Ordering::Acquire);
+            // SAFETY: published heaps live as long as `self`.
+            if !heap.is_null() && unsafe { (*heap).lock.try_lock() } {
+                hint::set(index);
+                // SAFETY: as above.
+                let heap = unsafe { &*heap };
+                let result = f(heap);
+                heap.lock.unlock();
+                return result;
+            }
+        }
+        for step in 0..MAX_HEAPS {
+            let index = (hint + step) % MAX_HEAPS;
+            if !self.heaps[index].load(Ordering::Acquire).is_null() {
+                continue;
+            }
+            let heap = Heap::create(&self.config);
+            if heap.is_null() {
+                break;
+            }
+            // SAFETY: the new heap is ours alone until published.
+            let locked = unsafe { (*heap).lock.try_lock() };
+            debug_assert!(locked);
+            match self.heaps[index].compare_exchange(
+                ptr::null_mut(),
+                heap,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    hint::set(index);
+                    // SAFETY: published, locked by us.
+                    let heap = unsafe { &*heap };
+                    let result = f(heap);
+                    heap.lock.unlock();
+                    return result;
+                }
+                // SAFETY: never published, so never used.
+                Err(_) => unsafe { Heap::destroy(heap) },
+            }
+        }
+        // Every slot is taken (or no memory for a new heap): wait.
+        let heap = self.heaps[hint % MAX_HEAPS].load(Ordering::Acquire);
+        let heap = if heap.is_null() {
+            self.heaps[0].load(Ordering::Acquire)
+        } else {
+            heap
+        };
+        if heap.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: published heaps live as long as `self`.
+        let heap = unsafe { &*heap };
+        heap.lock.lock();
+        let result = f(heap);
+        heap.lock.unlock();
+        result
+    }
+
+    /// Gives back to the OS everything that is free right now: blocks freed
+    /// by other threads are reclaimed, empty regions retired, empty
+    /// segments unmapped and the pages of free spans purged.
+    pub fn collect(&self) {
+        for slot in &self.heaps {
+            let heap = slot.load(Ordering::Acquire);
+            if heap.is_null() {
+                continue;
+            }
+            // SAFETY: published heaps live as long as `self`; we hold the
+            // lock while collecting.
+            unsafe {
+                (*heap).lock.lock();
+                (*heap).collect();
+                (*heap).lock.unlock();
+            }
+        }
+    }
+
+    /// A snapshot of the allocator's counters.
     pub fn stats(&self) -> Stats {
-        Stats::default()
+        let mut stats = Stats {
+            bytes_in_use: self.huge.bytes_in_use.load(Ordering::Relaxed),
+            bytes_mapped: self.huge.bytes_mapped.load(Ordering::Relaxed),
+            map_calls: self.huge.map_calls.load(Ordering::Relaxed),
+            unmap_calls: self.huge.unmap_calls.load(Ordering::Relaxed),
+            huge_blocks: self.huge.count.load(Ordering::Relaxed),
+            ..Stats::default()
+        };
+        stats.segments = stats.huge_blocks;
+        for slot in &self.heaps {
+            let heap = slot.load(Ordering::Acquire);
+            if heap.is_null() {
+                continue;
+            }
+            // SAFETY: published heaps live as long as `self`; counters are
+            // atomics.
+            let counters = unsafe { &(*heap).counters };
+            let segments = counters.segments.load(Ordering::Relaxed);
+            stats.heaps += 1;
+            stats.bytes_in_use += counters.bytes_in_use.load(Ordering::Relaxed);
+            // SAFETY: as above; written once at creation.
+            stats.bytes_mapped += segments * SEGMENT_SIZE + unsafe { (*heap).mapping_size };
+            stats.segments += segments;
+            stats.regions += counters.regions.load(Ordering::Relaxed);
+            stats.map_calls += counters.map_calls.load(Ordering::Relaxed);
+            stats.unmap_calls += counters.unmap_calls.load(Ordering::Relaxed);
+            stats.remote_frees += counters.remote_frees.load(Ordering::Relaxed);
+        }
+        stats
     }
-    /// Returns free memory to the OS now.
-    pub fn collect(&self) {}
-    /// Call before `fork()` (takes every internal lock).
-    pub fn fork_prepare(&self) {}
-    /// Call in the parent after `fork()`.
-    pub fn fork_parent(&self) {}
-    /// Call in the child after `fork()`.
-    pub fn fork_child(&self) {}
+
+    /// Call right before `fork()`: takes every lock, so that the child does
+    /// not inherit one held by a thread that does not exist there.
+    pub fn fork_prepare(&self) {
+        let mut mask = 0u64;
+        for (index, slot) in self.heaps.iter().enumerate() {
+            let heap = slot.load(Ordering::Acquire);
+            if !heap.is_null() {
+                // SAFETY: published heaps live as long as `self`.
+                unsafe { (*heap).lock.lock() };
+                mask |= 1 << index;
+            }
+        }
+        self.huge.lock().lock();
+        self.fork_locked.store(mask, Ordering::Relaxed);
+    }
+
+    /// Call in the parent after `fork()`: releases what
+    /// [`Rulloc::fork_prepare`] took.
+    pub fn fork_parent(&self) {
+        self.release_fork_locks();
+    }
+
+    /// Call in the child after `fork()`: releases what
+    /// [`Rulloc::fork_prepare`] took (in the child, the only thread is the
+    /// one that forked).
+    pub fn fork_child(&self) {
+        self.release_fork_locks();
+    }
+
+    fn release_fork_locks(&self) {
+        let mask = self.fork_locked.swap(0, Ordering::Relaxed);
+        self.huge.lock().force_unlock();
+        for (index, slot) in self.heaps.iter().enumerate() {
+            if mask & (1 << index) != 0 {
+                // SAFETY: the heap was published before prepare locked it.
+                unsafe { (*slot.load(Ordering::Acquire)).lock.force_unlock() };
+            }
+        }
+    }
 }
 
-// SAFETY: stub
+/// Whether `(size, align)` gets a mapping of its own.
+#[inline]
+fn is_huge(size: usize, align: usize) -> bool {
+    size > LARGE_MAX_SIZE || align > SLOT_SIZE
+}
+
+impl<const N: usize> Drop for Rulloc<N> {
+    /// Gives every byte back to the OS. Blocks still allocated from this
+    /// instance become invalid (the borrow checker already prevents using
+    /// them through `&Rulloc` collections).
+    fn drop(&mut self) {
+        for slot in &self.heaps {
+            let heap = slot.swap(ptr::null_mut(), Ordering::Acquire);
+            if !heap.is_null() {
+                // SAFETY: `&mut self`: no thread uses the heap any more.
+                unsafe { Heap::destroy(heap) };
+            }
+        }
+        self.huge.release_all();
+    }
+}
+
+// SAFETY: blocks are valid for their layout until freed (allocate_bytes
+// honours size and alignment); nothing here unwinds.
 unsafe impl<const N: usize> GlobalAlloc for Rulloc<N> {
+    #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.allocate_bytes(layout.size(), layout.align())
     }
+
+    #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-        // SAFETY: stub
+        // SAFETY: GlobalAlloc's contract: ptr came from this allocator.
         unsafe { self.deallocate_bytes(ptr) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.allocate_zeroed_bytes(layout.size(), layout.align())
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: GlobalAlloc's contract: ptr is live with `layout`.
+        unsafe { self.reallocate_bytes(ptr, new_size, layout.align()) }
     }
 }
 
-// SAFETY: stub
+fn slice_or_error(block: *mut u8, size: usize) -> Result<NonNull<[u8]>, AllocError> {
+    NonNull::new(block)
+        .map(|block| NonNull::slice_from_raw_parts(block, size))
+        .ok_or(AllocError)
+}
+
+// SAFETY: blocks are valid for their layout until deallocated, and stay
+// valid when the allocator value is moved (they live in OS mappings, not in
+// the value); `&Rulloc` shares one allocator.
 unsafe impl<const N: usize> Allocator for Rulloc<N> {
+    #[inline]
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        let p = NonNull::new(self.allocate_bytes(layout.size(), layout.align())).ok_or(AllocError)?;
-        Ok(NonNull::slice_from_raw_parts(p, layout.size()))
+        slice_or_error(
+            self.allocate_bytes(layout.size(), layout.align()),
+            layout.size(),
+        )
     }
+
+    fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        slice_or_error(
+            self.allocate_zeroed_bytes(layout.size(), layout.align()),
+            layout.size(),
+        )
+    }
+
+    #[inline]
     unsafe fn deallocate(&self, ptr: NonNull<u8>, _layout: Layout) {
-        // SAFETY: stub
+        // SAFETY: Allocator's contract: ptr is currently allocated here.
         unsafe { self.deallocate_bytes(ptr.as_ptr()) }
+    }
+
+    unsafe fn grow(
+        &self,
+        ptr: NonNull<u8>,
+        _old_layout: Layout,
+        new_layout: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: Allocator's contract: ptr is currently allocated here.
+        let block =
+            unsafe { self.reallocate_bytes(ptr.as_ptr(), new_layout.size(), new_layout.align()) };
+        slice_or_error(block, new_layout.size())
+    }
+
+    unsafe fn grow_zeroed(
+        &self,
+        ptr: NonNull<u8>,
+        old_layout: Layout,
+        new_layout: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: as in `grow`.
+        let block = unsafe { self.grow(ptr, old_layout, new_layout)? };
+        let start = old_layout.size();
+        // SAFETY: the new block has new_layout.size() bytes.
+        unsafe {
+            block
+                .cast::<u8>()
+                .as_ptr()
+                .add(start)
+                .write_bytes(0, new_layout.size() - start);
+        }
+        Ok(block)
+    }
+
+    unsafe fn shrink(
+        &self,
+        ptr: NonNull<u8>,
+        _old_layout: Layout,
+        new_layout: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: Allocator's contract: ptr is currently allocated here.
+        let block =
+            unsafe { self.reallocate_bytes(ptr.as_ptr(), new_layout.size(), new_layout.align()) };
+        slice_or_error(block, new_layout.size())
+    }
+}
+
+/// The per-thread hint of which heap to try first. Only an index: it stays
+/// valid whatever happens to any allocator instance.
+mod hint {
+    #[cfg(feature = "std")]
+    std::thread_local! {
+        static HEAP_HINT: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+    }
+
+    /// Index of the heap this thread used last (0 for a new thread).
+    #[inline(always)]
+    pub(super) fn get() -> usize {
+        #[cfg(feature = "std")]
+        {
+            HEAP_HINT.try_with(|hint| hint.get()).unwrap_or(0)
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            0
+        }
+    }
+
+    /// Remembers the heap this thread got.
+    pub(super) fn set(_index: usize) {
+        #[cfg(feature = "std")]
+        {
+            let _ = HEAP_HINT.try_with(|hint| hint.set(_index));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bucket::DEFAULT_BUCKET_SIZES;
+
+    fn fill(block: *mut u8, len: usize, seed: u8) {
+        for i in 0..len {
+            // SAFETY: the test owns `len` bytes at `block`.
+            unsafe { block.add(i).write(seed.wrapping_add(i as u8)) };
+        }
+    }
+
+    fn check(block: *const u8, len: usize, seed: u8) {
+        for i in 0..len {
+            // SAFETY: the test owns `len` bytes at `block`.
+            assert_eq!(unsafe { block.add(i).read() }, seed.wrapping_add(i as u8));
+        }
+    }
+
+    #[test]
+    fn small_blocks_are_distinct_aligned_and_reused() {
+        let a = Rulloc::new();
+        let count = if cfg!(miri) { 300 } else { 20_000 };
+        let mut blocks = std::vec::Vec::new();
+        for i in 0..count {
+            let size = 1 + i % 200;
+            let block = a.allocate_bytes(size, 8);
+            assert!(!block.is_null());
+            assert_eq!(block.addr() % 8, 0);
+            fill(block, size, i as u8);
+            blocks.push((block, size, i as u8));
+        }
+        for &(block, size, seed) in &blocks {
+            check(block, size, seed);
+        }
+        let in_use = a.stats().bytes_in_use;
+        assert!(in_use >= blocks.iter().map(|b| b.1).sum::<usize>());
+        for &(block, _, _) in &blocks {
+            // SAFETY: allocated above, freed once.
+            unsafe { a.deallocate_bytes(block) };
+        }
+        assert_eq!(a.stats().bytes_in_use, 0);
+        let again = a.allocate_bytes(16, 8);
+        assert!(!again.is_null());
+        // SAFETY: allocated above.
+        unsafe { a.deallocate_bytes(again) };
+    }
+
+    #[test]
+    fn every_default_bucket_serves_its_size() {
+        let a = Rulloc::new();
+        for &size in DEFAULT_BUCKET_SIZES.iter() {
+            let block = a.allocate_bytes(size, 8);
+            assert!(!block.is_null());
+            // SAFETY: live block.
+            assert_eq!(unsafe { a.usable_size(block) }, size);
+            fill(block, size.min(4096), 7);
+            // SAFETY: live block.
+            unsafe { a.deallocate_bytes(block) };
+        }
+    }
+
+    #[test]
+    fn large_and_huge_blocks_round_trip() {
+        let a = Rulloc::new();
+        let sizes: &[usize] = if cfg!(miri) {
+            &[200_000, 3 << 20]
+        } else {
+            &[200_000, 1 << 20, 2 << 20, 3 << 20, 64 << 20]
+        };
+        for &size in sizes {
+            let block = a.allocate_bytes(size, 16);
+            assert!(!block.is_null());
+            // SAFETY: live block of `size` bytes.
+            unsafe {
+                assert!(a.usable_size(block) >= size);
+                block.write(1);
+                block.add(size - 1).write(2);
+                a.deallocate_bytes(block);
+            }
+        }
+        assert_eq!(a.stats().bytes_in_use, 0);
+        assert_eq!(a.stats().huge_blocks, 0);
+    }
+
+    #[test]
+    fn large_realloc_grows_in_place_into_free_slots() {
+        let a = Rulloc::new();
+        let block = a.allocate_bytes(200_000, 8);
+        fill(block, 200_000, 3);
+        // SAFETY: live block; realloc keeps the prefix.
+        unsafe {
+            let grown = a.reallocate_bytes(block, 600_000, 8);
+            assert_eq!(grown, block, "the slots after a fresh span are free");
+            check(grown, 200_000, 3);
+            let shrunk = a.reallocate_bytes(grown, 150_000, 8);
+            assert_eq!(shrunk, block);
+            check(shrunk, 150_000, 3);
+            a.deallocate_bytes(shrunk);
+        }
+    }
+
+    #[test]
+    fn remote_frees_come_back_to_the_owner() {
+        let a = Rulloc::new();
+        let count = if cfg!(miri) { 200 } else { 50_000 };
+        let blocks: std::vec::Vec<usize> =
+            (0..count).map(|_| a.allocate_bytes(48, 8).addr()).collect();
+        let heap = a.heaps[0].load(Ordering::Acquire);
+        // Hold the owner heap so every free below takes the remote path.
+        // SAFETY: heap 0 exists (it served the allocations above).
+        unsafe { (*heap).lock.lock() };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for &block in &blocks {
+                    // SAFETY: each block is freed once.
+                    unsafe { a.deallocate_bytes(ptr::with_exposed_provenance_mut(block)) };
+                }
+            });
+        });
+        // SAFETY: locked above by this thread.
+        unsafe { (*heap).lock.unlock() };
+        assert_eq!(a.stats().remote_frees, count);
+        a.collect();
+        assert_eq!(a.stats().bytes_in_use, 0);
+        // Regions parked as full came back through the delayed stack.
+        // SAFETY: no other thread uses the heap now.
+        unsafe {
+            (*heap).lock.lock();
+            assert_eq!(
+                (*heap).full_regions(
+                    crate::bucket::DEFAULT_BUCKET_SIZES
+                        .iter()
+                        .position(|&s| s == 48)
+                        .unwrap()
+                ),
+                0
+            );
+            (*heap).lock.unlock();
+        }
+    }
+
+    #[test]
+    fn aligned_requests_up_to_a_gigabyte() {
+        let a = Rulloc::new();
+        let max_shift = if cfg!(miri) {
+            23
+        } else if cfg!(target_pointer_width = "64") {
+            30
+        } else {
+            26
+        };
+        for shift in 0..=max_shift {
+            let align = 1usize << shift;
+            for size in [1, align / 2 + 1, align] {
+                let block = a.allocate_bytes(size, align);
+                assert!(!block.is_null(), "size {size} align {align}");
+                assert_eq!(block.addr() % align, 0);
+                // SAFETY: live block of `size` bytes.
+                unsafe {
+                    block.write(1);
+                    block.add(size - 1).write(1);
+                    a.deallocate_bytes(block);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn impossible_sizes_return_null() {
+        let a = Rulloc::new();
+        assert!(a.allocate_bytes(isize::MAX as usize, 8).is_null());
+        assert!(a.allocate_bytes(usize::MAX, 1).is_null());
+        assert!(a.allocate_bytes(isize::MAX as usize - 4095, 4096).is_null());
+        let ok = a.allocate_bytes(8, 8);
+        assert!(!ok.is_null());
+        // SAFETY: live block.
+        unsafe { a.deallocate_bytes(ok) };
+    }
+
+    #[test]
+    fn dropping_an_instance_unmaps_everything() {
+        let a = Rulloc::new();
+        for i in 0..100 {
+            let _leaked = a.allocate_bytes(i * 1000, 8);
+        }
+        let _huge = a.allocate_bytes(8 << 20, 8);
+        assert!(a.stats().segments > 0);
+        drop(a);
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "Miri's mappings are System allocations whose layout must not change"
+    )]
+    fn simulated_64k_pages() {
+        crate::platform::simulate_page_size(64 * 1024);
+        let a = Rulloc::new();
+        for size in [8, 5000, 100_000, 3 << 20] {
+            let block = a.allocate_bytes(size, 8);
+            assert!(!block.is_null());
+            // SAFETY: live block.
+            unsafe {
+                block.add(size - 1).write(9);
+                a.deallocate_bytes(block);
+            }
+        }
+        a.collect();
+        crate::platform::simulate_page_size(crate::platform::backend::os_page_size());
     }
 }

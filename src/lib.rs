@@ -1,9 +1,61 @@
-//! Rulloc: a general purpose memory allocator (temporary stub API while the
-//! core lands; the signatures below are the real ones).
+//! Rulloc (Rust Allocator) is a general purpose memory allocator.
+//!
+//! It implements [`GlobalAlloc`](core::alloc::GlobalAlloc) and the
+//! `Allocator` trait of [`allocator_api2`] (so `hashbrown`, `bumpalo`-style
+//! collections and `allocator_api2::vec::Vec` take it on stable Rust), and
+//! `core::alloc::Allocator` with the `nightly` feature. All memory comes
+//! from the kernel: `mmap` on Unix, `VirtualAlloc` on Windows.
+//!
+//! ```text
+//!  OS ──mmap/VirtualAlloc──▶ Segment (4 MiB, aligned to its own size)
+//!                              │  header at the base: one descriptor per 64 KiB slot
+//!                              ▼
+//!                            Region (a run of slots owned by ONE bucket)
+//!                              │  free list · thread-free list
+//!                              ▼
+//!                            Block (no header at all)
+//!
+//!  Heap (one per concurrently allocating thread) = array of Buckets + span pool
+//!  Bucket (a size class)  = queue of Regions that may have free blocks
+//!  Dynamic bucket         = allocations larger than the largest bucket
+//! ```
+//!
+//! Start reading at [`allocator`](crate::allocator), the public type; its
+//! documentation leads through every other module.
+//!
+//! # Usage
+//!
+//! ```
+//! use rulloc::Rulloc;
+//!
+//! #[global_allocator]
+//! static ALLOCATOR: Rulloc = Rulloc::new();
+//!
+//! let v: Vec<u64> = (0..1000).collect();
+//! assert_eq!(v.iter().sum::<u64>(), 499_500);
+//! ```
+//!
+//! # Features
+//!
+//! * `std` (default): a thread-local hint of which heap a thread uses.
+//!   Without it the core is `no_std` (it needs only `core` and a platform
+//!   backend: `libc` on Unix, `windows-sys` on Windows).
+//! * `nightly`: `core::alloc::Allocator` (through `allocator-api2/nightly`).
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
-mod allocator;
+pub mod allocator;
+mod block;
+mod bucket;
+mod heap;
+mod large;
+mod platform;
+mod region;
+mod segment;
 mod stats;
+mod sync;
 
-pub use allocator::{Rulloc, DEFAULT_BUCKET_COUNT, DEFAULT_BUCKET_SIZES};
+pub use allocator::Rulloc;
+pub use bucket::{DEFAULT_BUCKET_COUNT, DEFAULT_BUCKET_SIZES, MAX_BUCKET_SIZE};
 pub use stats::Stats;

@@ -1,17 +1,51 @@
-//! Counters.
+//! Counters, and the report they print as.
+//!
+//! Heaps keep their own counters (written only by their lock holder, so the
+//! hot paths pay a plain add, not an atomic read-modify-write), the huge
+//! list keeps atomics; [`crate::Rulloc::stats`] adds them up into a
+//! [`Stats`] snapshot. Reads are relaxed: a snapshot taken while other
+//! threads allocate is approximate, one taken at rest is exact.
+
+use core::fmt;
+
 /// A snapshot of an allocator's counters, returned by [`crate::Rulloc::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Bytes handed out to callers and not yet returned (block sizes).
+    /// Bytes in blocks handed out and not yet returned (block sizes, so a
+    /// 20-byte request counts as its 24-byte block). Blocks freed by another
+    /// thread count until their owner heap collects them.
     pub bytes_in_use: usize,
-    /// Bytes currently mapped from the OS.
+    /// Bytes currently mapped from the OS (segments, huge blocks and heap
+    /// metadata).
     pub bytes_mapped: usize,
-    /// Number of map system calls (`mmap`/`VirtualAlloc`) made so far.
+    /// Map system calls (`mmap`/`VirtualAlloc`) made so far.
     pub map_calls: usize,
-    /// Number of unmap system calls (`munmap`/`VirtualFree`) made so far.
+    /// Unmap system calls (`munmap`/`VirtualFree`) made so far.
     pub unmap_calls: usize,
-    /// Segments currently mapped (including those holding one huge block).
+    /// Segments currently mapped, huge ones included.
     pub segments: usize,
-    /// Regions currently carved out of segments.
+    /// Regions currently carved out of segments (small and large).
     pub regions: usize,
+    /// Huge blocks currently mapped.
+    pub huge_blocks: usize,
+    /// Heaps created (at most one per concurrently allocating thread).
+    pub heaps: usize,
+    /// Frees that went through a region's `thread_free` list because
+    /// another thread held the owner heap.
+    pub remote_frees: usize,
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "rulloc statistics")?;
+        writeln!(f, "  in use      {:>14} bytes", self.bytes_in_use)?;
+        writeln!(f, "  mapped      {:>14} bytes", self.bytes_mapped)?;
+        writeln!(f, "  segments    {:>14}", self.segments)?;
+        writeln!(f, "  regions     {:>14}", self.regions)?;
+        writeln!(f, "  huge blocks {:>14}", self.huge_blocks)?;
+        writeln!(f, "  heaps       {:>14}", self.heaps)?;
+        writeln!(f, "  map calls   {:>14}", self.map_calls)?;
+        writeln!(f, "  unmap calls {:>14}", self.unmap_calls)?;
+        writeln!(f, "  remote frees{:>14}", self.remote_frees)
+    }
 }

@@ -1,0 +1,308 @@
+//! Buckets: size classes, and the queue of regions serving each one.
+//!
+//! A bucket is a block size. Its regions (see [`crate::region`]) sit on one
+//! of two lists of the owning heap:
+//!
+//! ```text
+//!  Bucket (48 B blocks)
+//!   queue: [Region A] <-> [Region B] <-> [Region C]    regions that may have room
+//!            ^ allocation pops A's free list; when A runs dry, A moves to ...
+//!   full:  [Region D] <-> [Region E]                   regions with no free block
+//!            ^ a free into D (local, or remote via the delayed stack) moves D
+//!              back to the front of the queue
+//! ```
+//!
+//! [`Config`] maps a request `(size, align)` to a bucket: a table lookup for
+//! sizes up to [`LOOKUP_MAX`] and a binary search above. Requests larger than
+//! the largest bucket go to the *dynamic bucket* ([`crate::large`]).
+//!
+//! The default classes are the multiples of 8 up to 64, then four steps per
+//! power of two up to 128 KiB (80, 96, 112, 128, 160, ...): a block is at most
+//! 25 % larger than the request, 12.5 % on average. Custom classes are given
+//! at compile time with [`crate::Rulloc::with_bucket_sizes`].
+//!
+//! Invariants: sizes are strictly increasing, non-zero multiples of the
+//! pointer size, at most [`MAX_BUCKET_SIZE`], and there are at most 254 of
+//! them (indices fit a `u8`, with 255 meaning "no bucket").
+
+use core::mem::size_of;
+use core::ptr;
+
+use crate::region::Region;
+use crate::segment::{LARGE_MAX_SLOTS, SLOT_SIZE};
+
+/// Number of size classes in the default configuration.
+pub const DEFAULT_BUCKET_COUNT: usize = 52;
+
+/// The default size classes (bytes).
+pub const DEFAULT_BUCKET_SIZES: [usize; DEFAULT_BUCKET_COUNT] = default_sizes();
+
+/// The largest bucket size accepted: a region of such blocks still fits the
+/// dynamic bucket's largest span.
+pub const MAX_BUCKET_SIZE: usize = 1 << 20;
+
+/// Sizes up to this are mapped to buckets with one table lookup.
+pub(crate) const LOOKUP_MAX: usize = 1024;
+const GRANULE: usize = size_of::<usize>();
+const LOOKUP_LEN: usize = LOOKUP_MAX / GRANULE + 1;
+/// Table entry meaning "larger than every bucket".
+const NO_BUCKET: u8 = u8::MAX;
+
+const fn default_sizes() -> [usize; DEFAULT_BUCKET_COUNT] {
+    let mut sizes = [0; DEFAULT_BUCKET_COUNT];
+    let mut i = 0;
+    while i < 8 {
+        sizes[i] = (i + 1) * 8;
+        i += 1;
+    }
+    let mut base = 64;
+    while i < DEFAULT_BUCKET_COUNT {
+        let mut step = 1;
+        while step <= 4 && i < DEFAULT_BUCKET_COUNT {
+            sizes[i] = base + base / 4 * step;
+            i += 1;
+            step += 1;
+        }
+        base *= 2;
+    }
+    sizes
+}
+
+/// How many slots a region of `block_size` blocks spans: one slot for
+/// blocks up to 1/8 of a slot, otherwise enough for about eight blocks.
+pub(crate) const fn region_slots(block_size: usize) -> usize {
+    if block_size <= SLOT_SIZE / 8 {
+        1
+    } else {
+        let slots = (block_size * 8).div_ceil(SLOT_SIZE);
+        if slots > LARGE_MAX_SLOTS {
+            LARGE_MAX_SLOTS
+        } else {
+            slots
+        }
+    }
+}
+
+/// The compile-time bucket configuration of an allocator.
+#[derive(Clone, Copy)]
+pub(crate) struct Config<const N: usize> {
+    pub(crate) sizes: [usize; N],
+    /// `lookup[(size + GRANULE - 1) / GRANULE]` = smallest bucket >= size.
+    lookup: [u8; LOOKUP_LEN],
+    /// Largest power of two dividing every size (capped at a slot): requests
+    /// aligned to at most this need no alignment search.
+    common_align: usize,
+}
+
+impl<const N: usize> Config<N> {
+    /// Validates `sizes` (panicking at compile time in a `const` context)
+    /// and builds the lookup table.
+    pub(crate) const fn new(sizes: [usize; N]) -> Self {
+        assert!(N > 0, "Rulloc: at least one bucket size is required");
+        assert!(N <= 254, "Rulloc: at most 254 bucket sizes are supported");
+        let mut common_align = SLOT_SIZE;
+        let mut i = 0;
+        while i < N {
+            let size = sizes[i];
+            assert!(size > 0, "Rulloc: bucket sizes must be greater than zero");
+            assert!(
+                size % GRANULE == 0,
+                "Rulloc: bucket sizes must be multiples of the pointer size"
+            );
+            assert!(
+                size <= MAX_BUCKET_SIZE,
+                "Rulloc: bucket sizes must be at most 1 MiB"
+            );
+            assert!(
+                i == 0 || sizes[i - 1] < size,
+                "Rulloc: bucket sizes must be sorted in strictly increasing order"
+            );
+            let lowest_bit = size & size.wrapping_neg();
+            if lowest_bit < common_align {
+                common_align = lowest_bit;
+            }
+            i += 1;
+        }
+        let mut lookup = [NO_BUCKET; LOOKUP_LEN];
+        let mut index = 0;
+        let mut bucket = 0;
+        while index < LOOKUP_LEN {
+            let size = index * GRANULE;
+            while bucket < N && sizes[bucket] < size {
+                bucket += 1;
+            }
+            if bucket < N {
+                lookup[index] = bucket as u8;
+            }
+            index += 1;
+        }
+        Self {
+            sizes,
+            lookup,
+            common_align,
+        }
+    }
+
+    /// The bucket serving `(size, align)`, or `None` for the dynamic bucket.
+    #[inline(always)]
+    pub(crate) fn bucket_for(&self, size: usize, align: usize) -> Option<usize> {
+        let mut bucket = if size <= LOOKUP_MAX {
+            let entry = self.lookup[size.div_ceil(GRANULE)];
+            if entry == NO_BUCKET {
+                return None;
+            }
+            entry as usize
+        } else {
+            let bucket = self.sizes.partition_point(|&s| s < size);
+            if bucket == N {
+                return None;
+            }
+            bucket
+        };
+        if align > self.common_align {
+            return self.aligned_bucket(bucket, align);
+        }
+        // Keep the compiler from doubting the table's contents.
+        if bucket >= N {
+            bucket = N - 1;
+        }
+        Some(bucket)
+    }
+
+    /// The first bucket from `bucket` up whose block size is a multiple of
+    /// `align`: regions start slot-aligned, so all its blocks are aligned.
+    #[cold]
+    fn aligned_bucket(&self, mut bucket: usize, align: usize) -> Option<usize> {
+        if align > SLOT_SIZE {
+            return None;
+        }
+        while bucket < N {
+            if self.sizes[bucket] % align == 0 {
+                return Some(bucket);
+            }
+            bucket += 1;
+        }
+        None
+    }
+}
+
+/// A heap's state for one size class.
+pub(crate) struct Bucket {
+    /// Regions that may have free blocks; allocation serves from the head.
+    pub(crate) queue: *mut Region,
+    /// Regions with no free block, parked until something is freed in them.
+    pub(crate) full: *mut Region,
+    pub(crate) block_size: usize,
+    /// Slots per region of this bucket.
+    pub(crate) region_slots: usize,
+}
+
+impl Bucket {
+    pub(crate) const fn new(block_size: usize) -> Self {
+        Self {
+            queue: ptr::null_mut(),
+            full: ptr::null_mut(),
+            block_size,
+            region_slots: region_slots(block_size),
+        }
+    }
+}
+
+/// Pushes `region` at the front of the list starting at `head`.
+///
+/// # Safety
+///
+/// `region` is a live region of the caller's locked heap, on no list.
+pub(crate) unsafe fn list_push_front(head: &mut *mut Region, region: *mut Region) {
+    // SAFETY: owner-only links of regions of the caller's heap.
+    unsafe {
+        (*region).prev = ptr::null_mut();
+        (*region).next = *head;
+        if !head.is_null() {
+            (**head).prev = region;
+        }
+    }
+    *head = region;
+}
+
+/// Removes `region` from the list starting at `head`.
+///
+/// # Safety
+///
+/// `region` is on that list.
+pub(crate) unsafe fn list_remove(head: &mut *mut Region, region: *mut Region) {
+    // SAFETY: owner-only links of regions of the caller's heap.
+    unsafe {
+        let (prev, next) = ((*region).prev, (*region).next);
+        if prev.is_null() {
+            *head = next;
+        } else {
+            (*prev).next = next;
+        }
+        if !next.is_null() {
+            (*next).prev = prev;
+        }
+        (*region).prev = ptr::null_mut();
+        (*region).next = ptr::null_mut();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_sizes_grow_by_at_most_a_quarter() {
+        assert_eq!(DEFAULT_BUCKET_SIZES[0], 8);
+        assert_eq!(DEFAULT_BUCKET_SIZES[DEFAULT_BUCKET_COUNT - 1], 128 * 1024);
+        for pair in DEFAULT_BUCKET_SIZES.windows(2) {
+            assert!(pair[0] < pair[1]);
+            assert!(pair[1] - pair[0] <= pair[0].max(8));
+            if pair[0] >= 64 {
+                assert!((pair[1] - pair[0]) * 4 <= pair[0]);
+            }
+        }
+    }
+
+    #[test]
+    fn lookup_finds_the_smallest_fitting_bucket() {
+        let config = Config::new(DEFAULT_BUCKET_SIZES);
+        for size in 0..=200_000 {
+            let expected = DEFAULT_BUCKET_SIZES.iter().position(|&s| s >= size);
+            assert_eq!(config.bucket_for(size, 1), expected, "size {size}");
+        }
+    }
+
+    #[test]
+    fn aligned_requests_get_a_multiple_of_the_alignment() {
+        let config = Config::new(DEFAULT_BUCKET_SIZES);
+        for align in [16, 32, 64, 128, 512, 4096, 65536] {
+            for size in [1, 8, 24, 40, 100, 1000, 5000] {
+                let bucket = config.bucket_for(size, align).unwrap();
+                let block = DEFAULT_BUCKET_SIZES[bucket];
+                assert!(
+                    block >= size && block % align == 0,
+                    "{size} {align} -> {block}"
+                );
+            }
+        }
+        assert_eq!(config.bucket_for(8, 128 * 1024), None);
+    }
+
+    #[test]
+    fn custom_sizes_send_larger_requests_to_the_dynamic_bucket() {
+        let config = Config::new([8, 16, 24]);
+        assert_eq!(config.bucket_for(0, 1), Some(0));
+        assert_eq!(config.bucket_for(17, 8), Some(2));
+        assert_eq!(config.bucket_for(25, 8), None);
+        assert_eq!(config.bucket_for(8, 16), Some(1));
+    }
+
+    #[test]
+    fn region_slots_hold_about_eight_blocks() {
+        assert_eq!(region_slots(8), 1);
+        assert_eq!(region_slots(8192), 1);
+        assert_eq!(region_slots(128 * 1024), 16);
+        assert_eq!(region_slots(MAX_BUCKET_SIZE), LARGE_MAX_SLOTS);
+    }
+}

@@ -1,0 +1,543 @@
+//! A heap: an array of buckets, a span pool, and the lock that makes one
+//! thread at a time its owner.
+//!
+//! ```text
+//!   Rulloc ── heaps[0..MAX_HEAPS] ──▶ Heap (mapped on first use, never moves)
+//!                                     ├─ lock         (owner = whoever holds it)
+//!                                     ├─ delayed      regions that were full and got a remote free
+//!                                     ├─ counters     read by Rulloc::stats()
+//!                                     └─ local (only under the lock)
+//!                                        ├─ buckets[0..N]   queue + full list each
+//!                                        └─ spans           free slots of this heap's segments
+//! ```
+//!
+//! Threads spread over heaps (the seed's TODO option 2, "fixed number of
+//! allocators and load distribution"): each thread remembers a heap index
+//! and *tries* its lock; if another thread holds it, it tries the others and
+//! creates a new heap before ever waiting. The fast paths are therefore a
+//! thread-local read, one uncontended atomic swap, a pop or push on a region
+//! free list, and a release store.
+//!
+//! A block freed by a thread that cannot take the owner heap's lock goes on
+//! its region's `thread_free` list with one CAS (see [`crate::region`]); no
+//! thread ever waits to free.
+//!
+//! Invariants:
+//!
+//! * Everything in `local`, and every region and segment the heap owns, is
+//!   touched only by the lock holder (except the atomics documented in
+//!   [`crate::region`]).
+//! * The delayed stack is drained before a small region is retired, so a
+//!   retired region is never found on it.
+//! * Counters are written only by the lock holder (a relaxed load and store,
+//!   not a read-modify-write), except `remote_frees`.
+
+use core::cell::UnsafeCell;
+use core::mem::size_of;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use crate::bucket::{list_push_front, list_remove, Bucket, Config};
+use crate::platform;
+use crate::region::{Region, RegionKind};
+use crate::segment::{self, round_up, SpanEvents, SpanPool, SEGMENT_SIZE, SLOT_SIZE};
+use crate::sync::SpinLock;
+
+/// Counters a heap keeps for [`crate::Rulloc::stats`].
+#[derive(Default)]
+pub(crate) struct HeapCounters {
+    pub(crate) bytes_in_use: AtomicUsize,
+    pub(crate) regions: AtomicUsize,
+    pub(crate) segments: AtomicUsize,
+    pub(crate) map_calls: AtomicUsize,
+    pub(crate) unmap_calls: AtomicUsize,
+    pub(crate) remote_frees: AtomicUsize,
+}
+
+/// Adds to a counter only the lock holder writes: a plain load and store.
+#[inline(always)]
+fn bump(counter: &AtomicUsize, delta: usize) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(delta),
+        Ordering::Relaxed,
+    );
+}
+
+/// Subtracts from a counter only the lock holder writes.
+#[inline(always)]
+fn drop_by(counter: &AtomicUsize, delta: usize) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_sub(delta),
+        Ordering::Relaxed,
+    );
+}
+
+/// The part of a heap only its lock holder touches.
+struct HeapLocal<const N: usize> {
+    buckets: [Bucket; N],
+    spans: SpanPool,
+}
+
+/// A heap; `#[repr(C)]` so that a segment's untyped owner pointer is the
+/// heap's address.
+#[repr(C)]
+pub(crate) struct Heap<const N: usize> {
+    pub(crate) lock: SpinLock,
+    /// Regions pushed by remote frees that found them [`crate::region::FULL`].
+    delayed: AtomicPtr<Region>,
+    pub(crate) counters: HeapCounters,
+    /// Bytes of the mapping holding this heap (the page size may be
+    /// simulated differently by the time it is unmapped).
+    pub(crate) mapping_size: usize,
+    local: UnsafeCell<HeapLocal<N>>,
+}
+
+/// Bytes of the mapping that holds a `Heap<N>`.
+fn heap_mapping_size<const N: usize>() -> usize {
+    round_up(size_of::<Heap<N>>(), platform::page_size())
+}
+
+impl<const N: usize> Heap<N> {
+    /// Maps and initialises a heap for `config`. Null if the OS refuses.
+    pub(crate) fn create(config: &Config<N>) -> *mut Heap<N> {
+        let page = platform::page_size();
+        let mapping_size = heap_mapping_size::<N>();
+        let Some(mapping) = platform::map_aligned(mapping_size, page) else {
+            return ptr::null_mut();
+        };
+        let heap = mapping.as_ptr().cast::<Heap<N>>();
+        let mut buckets = [const { Bucket::new(8) }; N];
+        for (bucket, &size) in buckets.iter_mut().zip(config.sizes.iter()) {
+            *bucket = Bucket::new(size);
+        }
+        let mut spans = SpanPool::new();
+        spans.set_owner(heap.cast());
+        // SAFETY: a fresh page-aligned mapping large enough for a Heap<N>.
+        unsafe {
+            heap.write(Heap {
+                lock: SpinLock::new(),
+                delayed: AtomicPtr::new(ptr::null_mut()),
+                counters: HeapCounters::default(),
+                mapping_size,
+                local: UnsafeCell::new(HeapLocal { buckets, spans }),
+            });
+            bump(&(*heap).counters.map_calls, 1);
+        }
+        heap
+    }
+
+    /// Gives the heap's segments and the heap itself back to the OS.
+    ///
+    /// # Safety
+    ///
+    /// Nothing uses the heap or any block it handed out any more.
+    pub(crate) unsafe fn destroy(heap: *mut Heap<N>) {
+        // SAFETY: caller's contract: we are the last user.
+        unsafe {
+            let mut events = SpanEvents::default();
+            (*(*heap).local.get()).spans.release_all(&mut events);
+            let mapping = NonNull::new_unchecked(heap.cast::<u8>());
+            platform::unmap(mapping, (*heap).mapping_size, platform::page_size());
+        }
+    }
+
+    /// The lock holder's part. A raw pointer, not a reference: the heap's
+    /// methods call each other, and each re-borrows only the field it needs
+    /// for the duration of one statement, so no two `&mut` ever overlap.
+    #[inline(always)]
+    fn local(&self) -> *mut HeapLocal<N> {
+        self.local.get()
+    }
+
+    /// Allocates a block from `bucket`: the fast path.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds `self.lock`; `bucket < N`.
+    #[inline(always)]
+    pub(crate) unsafe fn alloc_small(&self, bucket: usize) -> *mut u8 {
+        // SAFETY: lock held; bucket in range.
+        unsafe {
+            let bucket_state = (*self.local()).buckets.get_unchecked(bucket);
+            let region = bucket_state.queue;
+            if !region.is_null() {
+                let block = Region::pop(region);
+                if !block.is_null() {
+                    bump(&self.counters.bytes_in_use, bucket_state.block_size);
+                    return block;
+                }
+            }
+            self.alloc_small_slow(bucket)
+        }
+    }
+
+    /// Finds a block when the head region's free list is empty: remote
+    /// frees, never-used memory, other regions, and finally a new region.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Heap::alloc_small`].
+    #[cold]
+    unsafe fn alloc_small_slow(&self, bucket: usize) -> *mut u8 {
+        // SAFETY: lock held; every region on our lists is ours.
+        unsafe {
+            self.process_delayed();
+            let local = self.local();
+            let block_size = (*local).buckets[bucket].block_size;
+            loop {
+                let mut region = (*local).buckets[bucket].queue;
+                if region.is_null() {
+                    region = self.new_small_region(bucket);
+                    if region.is_null() {
+                        return ptr::null_mut();
+                    }
+                }
+                let collected = Region::collect(region);
+                if collected > 0 {
+                    drop_by(&self.counters.bytes_in_use, collected as usize * block_size);
+                }
+                if (*region).free.is_null() {
+                    Region::extend(region);
+                }
+                let block = Region::pop(region);
+                if !block.is_null() {
+                    bump(&self.counters.bytes_in_use, block_size);
+                    return block;
+                }
+                // Nothing left: park the region as full, unless a remote free
+                // slipped in (then the next round collects it).
+                if Region::try_mark_full(region) {
+                    let state = &mut (*local).buckets[bucket];
+                    list_remove(&mut state.queue, region);
+                    list_push_front(&mut state.full, region);
+                    (*region).in_full = true;
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Lock held.
+    unsafe fn new_small_region(&self, bucket: usize) -> *mut Region {
+        // SAFETY: lock held; the span is ours.
+        unsafe {
+            let local = self.local();
+            let slots = (*local).buckets[bucket].region_slots;
+            let region = self.alloc_span(slots);
+            if region.is_null() {
+                return region;
+            }
+            let start = SpanPool::span_start(region);
+            let block_size = (*local).buckets[bucket].block_size;
+            Region::init_small(region, start, slots * SLOT_SIZE, block_size, bucket as u16);
+            list_push_front(&mut (*local).buckets[bucket].queue, region);
+            bump(&self.counters.regions, 1);
+            region
+        }
+    }
+
+    /// Takes a span from the pool, recording any new segment.
+    ///
+    /// # Safety
+    ///
+    /// Lock held.
+    unsafe fn alloc_span(&self, slots: usize) -> *mut Region {
+        let mut events = SpanEvents::default();
+        // SAFETY: lock held.
+        let span = unsafe { (*self.local()).spans.alloc(slots, &mut events) };
+        self.record(&events);
+        span
+    }
+
+    /// Gives a span back to the pool, recording any released segment.
+    ///
+    /// # Safety
+    ///
+    /// Lock held; `span` is a used span of this heap, on no list, dead.
+    unsafe fn free_span(&self, span: *mut Region) {
+        let mut events = SpanEvents::default();
+        // SAFETY: forwarded.
+        unsafe { (*self.local()).spans.free(span, &mut events) };
+        self.record(&events);
+    }
+
+    fn record(&self, events: &SpanEvents) {
+        if events.mapped > 0 {
+            bump(&self.counters.map_calls, events.mapped);
+            bump(&self.counters.segments, events.mapped);
+        }
+        if events.unmapped > 0 {
+            bump(&self.counters.unmap_calls, events.unmapped);
+            drop_by(&self.counters.segments, events.unmapped);
+        }
+    }
+
+    /// Allocates a large block (the dynamic bucket, in-segment part).
+    ///
+    /// # Safety
+    ///
+    /// Lock held; `size <= LARGE_MAX_SIZE`.
+    pub(crate) unsafe fn alloc_large(&self, size: usize) -> *mut u8 {
+        let slots = size.div_ceil(SLOT_SIZE).max(1);
+        // SAFETY: lock held.
+        unsafe {
+            let region = self.alloc_span(slots);
+            if region.is_null() {
+                return ptr::null_mut();
+            }
+            let start = SpanPool::span_start(region);
+            Region::init_large(region, start, slots * SLOT_SIZE);
+            bump(&self.counters.regions, 1);
+            bump(&self.counters.bytes_in_use, slots * SLOT_SIZE);
+            start
+        }
+    }
+
+    /// Frees a block of this heap while holding its lock.
+    ///
+    /// # Safety
+    ///
+    /// Lock held; `block` is a live block of `region`, a region of this heap.
+    #[inline(always)]
+    pub(crate) unsafe fn free_local(&self, region: *mut Region, block: *mut u8) {
+        // SAFETY: lock held; region is ours.
+        unsafe {
+            if (*region).kind == RegionKind::Small {
+                Region::push_local(region, block);
+                drop_by(&self.counters.bytes_in_use, (*region).block_size);
+                if (*region).used == 0 || (*region).in_full {
+                    self.free_small_slow(region);
+                }
+            } else {
+                drop_by(&self.counters.bytes_in_use, (*region).block_size);
+                self.retire_large(region);
+            }
+        }
+    }
+
+    /// A local free left `region` empty or found it on the full list.
+    ///
+    /// # Safety
+    ///
+    /// Lock held; `region` is a small region of this heap.
+    #[cold]
+    unsafe fn free_small_slow(&self, region: *mut Region) {
+        // SAFETY: lock held; the region and its bucket are ours.
+        unsafe {
+            let state = &mut (*self.local()).buckets[(*region).bucket as usize];
+            if (*region).in_full {
+                Region::clear_full(region);
+                list_remove(&mut state.full, region);
+                list_push_front(&mut state.queue, region);
+                (*region).in_full = false;
+            }
+            // Keep the last region of a bucket: a program that frees and
+            // allocates one block in a loop must not map and unmap a span
+            // each time.
+            let only_one = (*region).prev.is_null() && (*region).next.is_null();
+            if (*region).used == 0 && !only_one {
+                self.process_delayed();
+                // process_delayed does not move queued regions, so `region`
+                // is still on the queue.
+                let state = &mut (*self.local()).buckets[(*region).bucket as usize];
+                list_remove(&mut state.queue, region);
+                self.retire_small(region);
+            }
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Lock held; `region` is an empty small region on no list, and not on
+    /// the delayed stack.
+    unsafe fn retire_small(&self, region: *mut Region) {
+        // SAFETY: forwarded.
+        unsafe { self.free_span(region) };
+        drop_by(&self.counters.regions, 1);
+    }
+
+    /// # Safety
+    ///
+    /// Lock held; `region` is a large region whose block is dead.
+    unsafe fn retire_large(&self, region: *mut Region) {
+        // SAFETY: forwarded.
+        unsafe { self.free_span(region) };
+        drop_by(&self.counters.regions, 1);
+    }
+
+    /// Pushes a region on the delayed stack (called by the remote free that
+    /// took it off FULL; see [`crate::region`]).
+    ///
+    /// # Safety
+    ///
+    /// `region` belongs to this heap and was just taken off FULL by the
+    /// caller, so no one else pushes it.
+    pub(crate) unsafe fn push_delayed(&self, region: *mut Region) {
+        // SAFETY: `delayed_next` is ours until the CAS publishes the region.
+        let link = unsafe { &(*region).delayed_next };
+        let mut head = self.delayed.load(Ordering::Relaxed);
+        loop {
+            link.store(head, Ordering::Relaxed);
+            match self.delayed.compare_exchange_weak(
+                head,
+                region,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(seen) => head = seen,
+            }
+        }
+        // (unreachable)
+    }
+
+    /// Counts a free that went through `thread_free`.
+    #[inline]
+    pub(crate) fn count_remote_free(&self) {
+        self.counters.remote_frees.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes every region off the delayed stack: full small regions go back
+    /// to the front of their queue; large blocks freed remotely are retired.
+    ///
+    /// # Safety
+    ///
+    /// Lock held.
+    unsafe fn process_delayed(&self) {
+        if self.delayed.load(Ordering::Relaxed).is_null() {
+            return;
+        }
+        let mut region = self.delayed.swap(ptr::null_mut(), Ordering::Acquire);
+        // SAFETY: lock held; regions on our delayed stack are ours.
+        unsafe {
+            while !region.is_null() {
+                let next = (*region).delayed_next.load(Ordering::Relaxed);
+                match (*region).kind {
+                    RegionKind::Small if (*region).in_full => {
+                        let state = &mut (*self.local()).buckets[(*region).bucket as usize];
+                        list_remove(&mut state.full, region);
+                        list_push_front(&mut state.queue, region);
+                        (*region).in_full = false;
+                    }
+                    RegionKind::Large => {
+                        Region::collect(region);
+                        drop_by(&self.counters.bytes_in_use, (*region).block_size);
+                        self.retire_large(region);
+                    }
+                    _ => {}
+                }
+                region = next;
+            }
+        }
+    }
+
+    /// Grows a large block in place by taking the free slots after it.
+    ///
+    /// # Safety
+    ///
+    /// Lock held; `region` is a live large region of this heap.
+    pub(crate) unsafe fn grow_large(&self, region: *mut Region, new_size: usize) -> bool {
+        // SAFETY: lock held; region is ours.
+        unsafe {
+            let slots = (*region).slot_count as usize;
+            let wanted = new_size.div_ceil(SLOT_SIZE);
+            if wanted <= slots {
+                return true;
+            }
+            if !(*self.local()).spans.try_grow(region, wanted - slots) {
+                return false;
+            }
+            let added = (wanted - slots) * SLOT_SIZE;
+            (*region).block_size += added;
+            (*region).end = (*region).end.add(added);
+            (*region).bump = (*region).end;
+            bump(&self.counters.bytes_in_use, added);
+            true
+        }
+    }
+
+    /// Shrinks a large block in place, freeing whole slots at its end.
+    ///
+    /// # Safety
+    ///
+    /// Lock held; `region` is a live large region of this heap.
+    pub(crate) unsafe fn shrink_large(&self, region: *mut Region, new_size: usize) {
+        // SAFETY: lock held; region is ours.
+        unsafe {
+            let slots = (*region).slot_count as usize;
+            let wanted = new_size.div_ceil(SLOT_SIZE).max(1);
+            if wanted >= slots {
+                return;
+            }
+            let removed = (slots - wanted) * SLOT_SIZE;
+            let mut events = SpanEvents::default();
+            (*self.local())
+                .spans
+                .shrink(region, slots - wanted, &mut events);
+            self.record(&events);
+            (*region).block_size -= removed;
+            (*region).end = (*region).end.sub(removed);
+            (*region).bump = (*region).end;
+            drop_by(&self.counters.bytes_in_use, removed);
+        }
+    }
+
+    /// Reclaims everything it can: remote frees, empty regions, the cached
+    /// segment; and purges the pages of free spans.
+    ///
+    /// # Safety
+    ///
+    /// Lock held.
+    pub(crate) unsafe fn collect(&self) {
+        // SAFETY: lock held; every region on our lists is ours.
+        unsafe {
+            self.process_delayed();
+            let local = self.local();
+            for bucket in 0..N {
+                let block_size = (*local).buckets[bucket].block_size;
+                let mut region = (*local).buckets[bucket].queue;
+                while !region.is_null() {
+                    let next = (*region).next;
+                    let collected = Region::collect(region);
+                    drop_by(&self.counters.bytes_in_use, collected as usize * block_size);
+                    if (*region).used == 0 {
+                        list_remove(&mut (*local).buckets[bucket].queue, region);
+                        self.retire_small(region);
+                    }
+                    region = next;
+                }
+            }
+            let mut events = SpanEvents::default();
+            let spans = &mut (*local).spans;
+            spans.release_cached(&mut events);
+            spans.purge_free_spans();
+            self.record(&events);
+        }
+    }
+
+    /// Every heap's full regions are scanned nowhere: a region parked full
+    /// comes back only through a free. This checks that invariant in tests.
+    #[cfg(test)]
+    pub(crate) unsafe fn full_regions(&self, bucket: usize) -> usize {
+        // SAFETY: lock held (caller's contract).
+        let mut region = unsafe { (*self.local()).buckets[bucket].full };
+        let mut count = 0;
+        while !region.is_null() {
+            count += 1;
+            // SAFETY: a region on our list.
+            region = unsafe { (*region).next };
+        }
+        count
+    }
+}
+
+/// The heap that owns a `Regions` segment.
+#[inline(always)]
+pub(crate) fn owner_of<const N: usize>(segment: *mut segment::Segment) -> *mut Heap<N> {
+    // SAFETY: the owner field of a Regions segment is written once, before
+    // any block of it is handed out.
+    unsafe { (*segment).owner.cast() }
+}
+
+const _: () = assert!(SEGMENT_SIZE % SLOT_SIZE == 0);

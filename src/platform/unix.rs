@@ -1,0 +1,92 @@
+//! `mmap` backend for Unix systems.
+//!
+//! Aligned mappings are made by over-mapping `size + align - page` bytes and
+//! trimming the misaligned head and the unused tail with `munmap`, so the
+//! result is exactly `size` bytes and no address space is wasted.
+
+use core::ptr::{self, NonNull};
+
+pub(crate) const CAN_UNMAP_PART: bool = true;
+
+pub(crate) fn os_page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 {
+        size as usize
+    } else {
+        4096
+    }
+}
+
+/// One anonymous private read-write mapping, or `None`.
+fn map(size: usize) -> Option<NonNull<u8>> {
+    // SAFETY: an anonymous mapping at an address of the kernel's choosing
+    // touches no existing memory.
+    let ptr = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(ptr.cast())
+    }
+}
+
+pub(crate) fn map_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
+    let page = super::page_size();
+    if align <= page {
+        return map(size);
+    }
+    let padded = size.checked_add(align - page)?;
+    let raw = map(padded)?;
+    let head = raw.as_ptr().align_offset(align);
+    let tail = padded - head - size;
+    // SAFETY: head and tail are page-aligned pieces of the mapping we just
+    // made and nobody else knows about.
+    unsafe {
+        if head > 0 {
+            libc::munmap(raw.as_ptr().cast(), head);
+        }
+        if tail > 0 {
+            libc::munmap(raw.as_ptr().add(head + size).cast(), tail);
+        }
+        Some(NonNull::new_unchecked(raw.as_ptr().add(head)))
+    }
+}
+
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, size: usize, _align: usize) {
+    // SAFETY: the caller passes a live mapping (or a page-aligned part).
+    unsafe { libc::munmap(ptr.as_ptr().cast(), size) };
+}
+
+pub(crate) unsafe fn purge(ptr: NonNull<u8>, size: usize) -> bool {
+    // SAFETY: the caller passes page-aligned pages of a live mapping whose
+    // contents are dead; MADV_DONTNEED only drops their physical memory.
+    unsafe { libc::madvise(ptr.as_ptr().cast(), size, libc::MADV_DONTNEED) == 0 }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) unsafe fn remap_in_place(ptr: NonNull<u8>, old_size: usize, new_size: usize) -> bool {
+    // SAFETY: flags 0 forbid moving: the kernel either resizes the mapping
+    // where it is or fails and leaves it untouched.
+    let result = unsafe { libc::mremap(ptr.as_ptr().cast(), old_size, new_size, 0) };
+    result != libc::MAP_FAILED
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) unsafe fn remap_in_place(ptr: NonNull<u8>, old_size: usize, new_size: usize) -> bool {
+    if new_size < old_size {
+        // Shrinking is an munmap of the tail everywhere.
+        // SAFETY: the tail is a page-aligned part of the caller's mapping.
+        unsafe { libc::munmap(ptr.as_ptr().add(new_size).cast(), old_size - new_size) == 0 }
+    } else {
+        false
+    }
+}

@@ -1,0 +1,78 @@
+//! `VirtualAlloc` backend for Windows.
+//!
+//! A reservation can only be released whole, so an aligned mapping is made
+//! by reserving `size + align`, releasing it, and reserving again exactly at
+//! the aligned address inside the hole. Another thread may take the hole in
+//! between; then we try again a bounded number of times.
+
+use core::ffi::c_void;
+use core::ptr::{self, NonNull};
+
+use windows_sys::Win32::System::Memory::{
+    VirtualAlloc, VirtualFree, MEM_COMMIT, MEM_DECOMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_READWRITE,
+};
+use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
+
+pub(crate) const CAN_UNMAP_PART: bool = false;
+
+/// How often to retry when another thread takes the aligned hole.
+const ALIGNED_MAP_ATTEMPTS: usize = 16;
+
+pub(crate) fn os_page_size() -> usize {
+    // SAFETY: SYSTEM_INFO is plain data; GetSystemInfo fills it.
+    unsafe {
+        let mut info: SYSTEM_INFO = core::mem::zeroed();
+        GetSystemInfo(&mut info);
+        info.dwPageSize as usize
+    }
+}
+
+fn reserve_commit(at: *mut c_void, size: usize) -> *mut u8 {
+    // SAFETY: reserving and committing fresh address space touches nothing
+    // that exists.
+    unsafe { VirtualAlloc(at, size, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE).cast() }
+}
+
+pub(crate) fn map_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
+    // Allocation granularity is 64 KiB: smaller alignments come for free.
+    if align <= 64 * 1024 {
+        return NonNull::new(reserve_commit(ptr::null_mut(), size));
+    }
+    let padded = size.checked_add(align)?;
+    for _ in 0..ALIGNED_MAP_ATTEMPTS {
+        // SAFETY: reserving fresh address space touches nothing.
+        let probe = unsafe { VirtualAlloc(ptr::null(), padded, MEM_RESERVE, PAGE_READWRITE) };
+        if probe.is_null() {
+            return None;
+        }
+        let aligned = probe
+            .cast::<u8>()
+            .wrapping_add(probe.cast::<u8>().align_offset(align));
+        // SAFETY: `probe` is the reservation we just made.
+        unsafe { VirtualFree(probe, 0, MEM_RELEASE) };
+        let ptr = reserve_commit(aligned.cast(), size);
+        if let Some(ptr) = NonNull::new(ptr) {
+            return Some(ptr);
+        }
+    }
+    None
+}
+
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, _size: usize, _align: usize) {
+    // SAFETY: the caller passes the base of a whole live reservation.
+    unsafe { VirtualFree(ptr.as_ptr().cast(), 0, MEM_RELEASE) };
+}
+
+pub(crate) unsafe fn purge(ptr: NonNull<u8>, size: usize) -> bool {
+    // SAFETY: decommitting then recommitting page-aligned pages of a live
+    // reservation drops their contents and physical memory; they read as
+    // zero afterwards.
+    unsafe {
+        VirtualFree(ptr.as_ptr().cast(), size, MEM_DECOMMIT) != 0
+            && !VirtualAlloc(ptr.as_ptr().cast(), size, MEM_COMMIT, PAGE_READWRITE).is_null()
+    }
+}
+
+pub(crate) unsafe fn remap_in_place(_ptr: NonNull<u8>, _old: usize, _new: usize) -> bool {
+    false
+}

@@ -1,0 +1,534 @@
+//! Segments: big OS mappings aligned to their own size, cut into slots.
+//!
+//! ```text
+//!  segment base (aligned to SEGMENT_SIZE = 4 MiB)
+//!  |
+//!  v  slot 0          slot 1     slot 2     slot 3          slot 63
+//!  +-----------------+----------+----------+----------+ ... +----------+
+//!  | Segment header  | Region   | Region (2 slots)    |     | free     |
+//!  | regions[0..64]: | 32 B blk | 1 KiB blocks        |     | span     |
+//!  | one descriptor  |          |                     |     |          |
+//!  | per slot        |          |                     |     |          |
+//!  +-----------------+----------+----------+----------+ ... +----------+
+//!   <--- 64 KiB ---->
+//!
+//!  block address p  -->  segment = (p - 1) & !(SEGMENT_SIZE - 1)
+//!                        slot    = (p - segment) >> SLOT_SHIFT
+//!                        region  = &segment.regions[slot - back_offset]
+//! ```
+//!
+//! Because a segment is aligned to its size, the header of the segment
+//! holding any block is one mask away, and the descriptor of its region one
+//! shift and one subtraction away: no per-block header and no search (this
+//! answers the seed's TODO items on header size and alignment).
+//!
+//! A segment belongs to exactly one heap, whose [`SpanPool`] hands out its
+//! free slots as spans. Free spans are kept in 64 bins by exact slot count
+//! with a bitmap of non-empty bins, so finding the smallest span that fits
+//! is one `trailing_zeros`: O(1) (the seed's TODO on free block search).
+//! Freed spans coalesce with free neighbours; a segment whose slots are all
+//! free is released (one empty segment per heap is kept to avoid thrashing
+//! the OS).
+//!
+//! A *huge* segment (see [`crate::large`]) is a mapping of its own holding
+//! one block; it has the same header so lookups treat both kinds alike.
+//!
+//! Invariants:
+//!
+//! * Slot 0 is always the header, so no block starts at a segment base.
+//! * The spans of a segment tile slots `1..SLOTS_PER_SEGMENT` exactly; the
+//!   last slot of every span carries a correct `back_offset`.
+//! * A span is in the bin of its slot count iff it is free.
+
+use core::mem::size_of;
+use core::ptr::{self, NonNull};
+
+use crate::platform;
+use crate::region::{Region, RegionKind};
+
+/// log2 of [`SLOT_SIZE`].
+pub(crate) const SLOT_SHIFT: usize = 16;
+/// Granule of regions: 64 KiB, a multiple of every common page size (4, 16
+/// and 64 KiB) so regions can be purged page-wise on all of them.
+pub(crate) const SLOT_SIZE: usize = 1 << SLOT_SHIFT;
+/// log2 of [`SEGMENT_SIZE`].
+pub(crate) const SEGMENT_SHIFT: usize = 22;
+/// Size and alignment of a segment: 4 MiB, so one `mmap` serves 63 regions
+/// and the descriptor array stays a few KiB.
+pub(crate) const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
+pub(crate) const SEGMENT_MASK: usize = SEGMENT_SIZE - 1;
+/// Slots in a segment, header slot included.
+pub(crate) const SLOTS_PER_SEGMENT: usize = SEGMENT_SIZE / SLOT_SIZE;
+/// Slots available to regions (all but the header slot).
+pub(crate) const USABLE_SLOTS: usize = SLOTS_PER_SEGMENT - 1;
+/// The largest span the dynamic bucket carves inside segments (2 MiB);
+/// larger blocks get a mapping of their own (a huge segment).
+pub(crate) const LARGE_MAX_SLOTS: usize = 32;
+pub(crate) const LARGE_MAX_SIZE: usize = LARGE_MAX_SLOTS * SLOT_SIZE;
+
+/// What a segment is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub(crate) enum SegmentKind {
+    /// Cut into regions, owned by a heap.
+    Regions = 1,
+    /// One huge block (see [`crate::large`]).
+    Huge = 2,
+}
+
+/// The header at the base of every segment.
+#[repr(C)]
+pub(crate) struct Segment {
+    pub(crate) kind: SegmentKind,
+    /// The owner heap (`Regions` segments); never changes.
+    pub(crate) owner: *mut u8,
+    /// The OS mapping that holds this segment (may start before it for
+    /// huge blocks with alignment above [`SEGMENT_SIZE`]).
+    pub(crate) mapping: *mut u8,
+    pub(crate) mapping_size: usize,
+    pub(crate) mapping_align: usize,
+    /// Links in the owner heap's segment list or the huge list.
+    pub(crate) next: *mut Segment,
+    pub(crate) prev: *mut Segment,
+    /// Free slots (`Regions` segments).
+    pub(crate) free_slots: usize,
+    /// Huge block: offset from the segment base and usable size.
+    pub(crate) huge_offset: usize,
+    pub(crate) huge_size: usize,
+    /// One descriptor per slot.
+    pub(crate) regions: [Region; SLOTS_PER_SEGMENT],
+}
+
+/// Bytes of header at the base of a segment, rounded up to a page.
+pub(crate) fn header_size() -> usize {
+    round_up(size_of::<Segment>(), platform::page_size())
+}
+
+/// Rounds `value` up to a multiple of `align` (a power of two); the caller
+/// guarantees no overflow.
+#[inline]
+pub(crate) const fn round_up(value: usize, align: usize) -> usize {
+    (value + align - 1) & !(align - 1)
+}
+
+/// The segment holding the block at `ptr`.
+///
+/// Segments' addresses are exposed when created, so the header can be
+/// reached from any block pointer whatever its provenance (Miri checks this
+/// under both Stacked and Tree Borrows).
+#[inline(always)]
+pub(crate) fn segment_of(ptr: *const u8) -> *mut Segment {
+    ptr::with_exposed_provenance_mut((ptr.addr().wrapping_sub(1)) & !SEGMENT_MASK)
+}
+
+/// The region descriptor for a block of a `Regions` segment.
+///
+/// # Safety
+///
+/// `ptr` is inside a live region of the `Regions` segment `segment`.
+#[inline(always)]
+pub(crate) unsafe fn region_of(segment: *mut Segment, ptr: *const u8) -> *mut Region {
+    let slot = (ptr.addr() - segment.addr()) >> SLOT_SHIFT;
+    // SAFETY: slot < SLOTS_PER_SEGMENT since ptr is inside the segment; every
+    // slot of a used span carries its back_offset.
+    unsafe {
+        let descriptor = slot_descriptor(segment, slot);
+        descriptor.sub((*descriptor).back_offset as usize)
+    }
+}
+
+/// The descriptor of slot `slot`.
+///
+/// # Safety
+///
+/// `segment` is live and `slot < SLOTS_PER_SEGMENT`.
+#[inline(always)]
+pub(crate) unsafe fn slot_descriptor(segment: *mut Segment, slot: usize) -> *mut Region {
+    // SAFETY: caller's contract; no reference to the array is created.
+    unsafe {
+        ptr::addr_of_mut!((*segment).regions)
+            .cast::<Region>()
+            .add(slot)
+    }
+}
+
+/// The index of a descriptor in its segment.
+fn slot_index(segment: *mut Segment, region: *mut Region) -> usize {
+    // SAFETY: descriptors live inside their segment's header.
+    let first = unsafe { slot_descriptor(segment, 0) };
+    (region.addr() - first.addr()) / size_of::<Region>()
+}
+
+/// The segment of a descriptor.
+pub(crate) fn segment_of_region(region: *mut Region) -> *mut Segment {
+    region.map_addr(|a| a & !SEGMENT_MASK).cast()
+}
+
+/// The first byte of slot `slot`.
+fn slot_start(segment: *mut Segment, slot: usize) -> *mut u8 {
+    segment.cast::<u8>().wrapping_add(slot << SLOT_SHIFT)
+}
+
+/// What the span pool reports to its heap about the OS.
+#[derive(Default)]
+pub(crate) struct SpanEvents {
+    pub(crate) mapped: usize,
+    pub(crate) unmapped: usize,
+}
+
+/// A heap's free slots, over all of its segments.
+pub(crate) struct SpanPool {
+    /// `bins[n]`: free spans of exactly `n` slots (doubly linked).
+    bins: [*mut Region; SLOTS_PER_SEGMENT],
+    /// Bit `n` set iff `bins[n]` is non-empty.
+    bitmap: u64,
+    /// Segments of this heap (doubly linked), for drop and collect.
+    pub(crate) segments: *mut Segment,
+    /// One fully free segment kept mapped to absorb alloc/free waves.
+    cached: *mut Segment,
+    /// The owning heap, recorded in every segment header.
+    owner: *mut u8,
+}
+
+impl SpanPool {
+    pub(crate) const fn new() -> Self {
+        Self {
+            bins: [ptr::null_mut(); SLOTS_PER_SEGMENT],
+            bitmap: 0,
+            segments: ptr::null_mut(),
+            cached: ptr::null_mut(),
+            owner: ptr::null_mut(),
+        }
+    }
+
+    pub(crate) fn set_owner(&mut self, owner: *mut u8) {
+        self.owner = owner;
+    }
+
+    /// Takes a span of exactly `slots` slots (1..=USABLE_SLOTS), mapping a
+    /// new segment if no free span is large enough. Returns the first
+    /// descriptor, with `slot_count` and every `back_offset` set, or null if
+    /// the OS refused memory.
+    pub(crate) fn alloc(&mut self, slots: usize, events: &mut SpanEvents) -> *mut Region {
+        debug_assert!((1..=USABLE_SLOTS).contains(&slots));
+        let mut fitting = self.bitmap & (!0u64 << slots);
+        if fitting == 0 {
+            let segment = self.new_segment(events);
+            if segment.is_null() {
+                return ptr::null_mut();
+            }
+            fitting = self.bitmap & (!0u64 << slots);
+        }
+        let bin = fitting.trailing_zeros() as usize;
+        let span = self.bins[bin];
+        // SAFETY: a set bit guarantees a live free span in the bin; spans
+        // and their segments belong to this pool.
+        unsafe {
+            self.unlink(span, bin);
+            let segment = segment_of_region(span);
+            let first = slot_index(segment, span);
+            if bin > slots {
+                self.insert_free(segment, first + slots, bin - slots);
+            }
+            for i in 0..slots {
+                let descriptor = span.add(i);
+                (*descriptor).back_offset = i as u32;
+            }
+            (*span).slot_count = slots as u32;
+            (*span).kind = RegionKind::Unused;
+            (*segment).free_slots -= slots;
+        }
+        span
+    }
+
+    /// The first byte of the span starting at `region`.
+    pub(crate) fn span_start(region: *mut Region) -> *mut u8 {
+        let segment = segment_of_region(region);
+        slot_start(segment, slot_index(segment, region))
+    }
+
+    /// Gives a span back, coalescing with free neighbours. A segment left
+    /// entirely free is cached (one per pool) or unmapped.
+    ///
+    /// # Safety
+    ///
+    /// `span` is the first descriptor of a used span of this pool whose
+    /// blocks are all dead, and it is on no list.
+    pub(crate) unsafe fn free(&mut self, span: *mut Region, events: &mut SpanEvents) {
+        // SAFETY: descriptors of one of our segments; neighbours are found
+        // through the tiling invariant.
+        unsafe {
+            let segment = segment_of_region(span);
+            let mut first = slot_index(segment, span);
+            let mut count = (*span).slot_count as usize;
+            (*span).kind = RegionKind::Unused;
+            (*segment).free_slots += count;
+            // Merge with the following span.
+            let after = first + count;
+            if after < SLOTS_PER_SEGMENT {
+                let next = slot_descriptor(segment, after);
+                if (*next).kind == RegionKind::FreeSpan {
+                    let next_count = (*next).slot_count as usize;
+                    self.unlink(next, next_count);
+                    count += next_count;
+                }
+            }
+            // Merge with the preceding span (slot 0 is the header, never free).
+            let last_of_previous = slot_descriptor(segment, first - 1);
+            let previous = last_of_previous.sub((*last_of_previous).back_offset as usize);
+            if (*previous).kind == RegionKind::FreeSpan {
+                let previous_count = (*previous).slot_count as usize;
+                self.unlink(previous, previous_count);
+                first -= previous_count;
+                count += previous_count;
+            }
+            if count == USABLE_SLOTS {
+                self.release_segment(segment, events);
+            } else {
+                self.insert_free(segment, first, count);
+            }
+        }
+    }
+
+    /// Whether the span after `region` (in its segment) is free and has at
+    /// least `extra` slots; used to grow large blocks in place.
+    ///
+    /// # Safety
+    ///
+    /// `region` is the first descriptor of a used span of this pool.
+    pub(crate) unsafe fn try_grow(&mut self, region: *mut Region, extra: usize) -> bool {
+        // SAFETY: as in `free`.
+        unsafe {
+            let segment = segment_of_region(region);
+            let first = slot_index(segment, region);
+            let count = (*region).slot_count as usize;
+            let after = first + count;
+            if after >= SLOTS_PER_SEGMENT {
+                return false;
+            }
+            let next = slot_descriptor(segment, after);
+            if (*next).kind != RegionKind::FreeSpan || ((*next).slot_count as usize) < extra {
+                return false;
+            }
+            let next_count = (*next).slot_count as usize;
+            self.unlink(next, next_count);
+            if next_count > extra {
+                self.insert_free(segment, after + extra, next_count - extra);
+            }
+            for i in count..count + extra {
+                (*region.add(i)).back_offset = i as u32;
+            }
+            (*region).slot_count = (count + extra) as u32;
+            (*segment).free_slots -= extra;
+            true
+        }
+    }
+
+    /// Cuts the last `fewer` slots off a used span and frees them.
+    ///
+    /// # Safety
+    ///
+    /// `region` is the first descriptor of a used span of this pool with
+    /// more than `fewer` slots, and those slots hold nothing live.
+    pub(crate) unsafe fn shrink(
+        &mut self,
+        region: *mut Region,
+        fewer: usize,
+        events: &mut SpanEvents,
+    ) {
+        // SAFETY: as in `free`.
+        unsafe {
+            let keep = (*region).slot_count as usize - fewer;
+            (*region).slot_count = keep as u32;
+            let tail = region.add(keep);
+            (*tail).slot_count = fewer as u32;
+            (*tail).back_offset = 0;
+            for i in 1..fewer {
+                (*tail.add(i)).back_offset = i as u32;
+            }
+            (*tail).kind = RegionKind::Unused;
+            self.free(tail, events);
+        }
+    }
+
+    /// Releases every segment of the pool (the heap is being dropped).
+    pub(crate) fn release_all(&mut self, events: &mut SpanEvents) {
+        // SAFETY: every segment on the list is a live mapping of this pool;
+        // nothing uses them any more (caller's drop).
+        unsafe {
+            while !self.segments.is_null() {
+                let segment = self.segments;
+                self.unlink_segment(segment);
+                unmap_segment(segment, events);
+            }
+            if !self.cached.is_null() {
+                unmap_segment(self.cached, events);
+                self.cached = ptr::null_mut();
+            }
+        }
+        self.bins = [ptr::null_mut(); SLOTS_PER_SEGMENT];
+        self.bitmap = 0;
+    }
+
+    /// Gives the physical memory of every free span back to the OS; the
+    /// address space stays mapped and reads as zero when reused.
+    pub(crate) fn purge_free_spans(&mut self) {
+        for bin in 1..SLOTS_PER_SEGMENT {
+            let mut span = self.bins[bin];
+            while !span.is_null() {
+                let start = Self::span_start(span);
+                // SAFETY: a free span of one of our segments holds nothing
+                // live; slots are page-aligned (SLOT_SIZE is a multiple of
+                // the page size).
+                unsafe {
+                    platform::purge(NonNull::new_unchecked(start), bin * SLOT_SIZE);
+                    span = (*span).next;
+                }
+            }
+        }
+    }
+
+    /// Unmaps the cached empty segment, if any (collect / trim).
+    pub(crate) fn release_cached(&mut self, events: &mut SpanEvents) {
+        if !self.cached.is_null() {
+            // SAFETY: the cached segment is an unused mapping of this pool.
+            unsafe { unmap_segment(self.cached, events) };
+            self.cached = ptr::null_mut();
+        }
+    }
+
+    fn new_segment(&mut self, events: &mut SpanEvents) -> *mut Segment {
+        let segment = if self.cached.is_null() {
+            let Some(mapping) = platform::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE) else {
+                return ptr::null_mut();
+            };
+            events.mapped += 1;
+            let segment = mapping.as_ptr().cast::<Segment>();
+            let _ = segment.expose_provenance();
+            // SAFETY: a fresh zeroed mapping large enough for the header.
+            unsafe {
+                (*segment).kind = SegmentKind::Regions;
+                (*segment).owner = self.owner;
+                (*segment).mapping = mapping.as_ptr();
+                (*segment).mapping_size = SEGMENT_SIZE;
+                (*segment).mapping_align = SEGMENT_SIZE;
+                let header = slot_descriptor(segment, 0);
+                (*header).kind = RegionKind::Header;
+                (*header).slot_count = 1;
+            }
+            segment
+        } else {
+            core::mem::replace(&mut self.cached, ptr::null_mut())
+        };
+        // SAFETY: the segment is ours and all its usable slots are free.
+        unsafe {
+            (*segment).free_slots = USABLE_SLOTS;
+            (*segment).prev = ptr::null_mut();
+            (*segment).next = self.segments;
+            if !self.segments.is_null() {
+                (*self.segments).prev = segment;
+            }
+            self.segments = segment;
+            self.insert_free(segment, 1, USABLE_SLOTS);
+        }
+        segment
+    }
+
+    /// # Safety
+    ///
+    /// `segment` is on this pool's list and entirely free (its one free
+    /// span already unlinked).
+    unsafe fn release_segment(&mut self, segment: *mut Segment, events: &mut SpanEvents) {
+        // SAFETY: caller's contract.
+        unsafe {
+            self.unlink_segment(segment);
+            if self.cached.is_null() {
+                self.cached = segment;
+            } else {
+                unmap_segment(segment, events);
+            }
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `segment` is on this pool's list.
+    unsafe fn unlink_segment(&mut self, segment: *mut Segment) {
+        // SAFETY: list links of our segments.
+        unsafe {
+            let (prev, next) = ((*segment).prev, (*segment).next);
+            if prev.is_null() {
+                self.segments = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+        }
+    }
+
+    /// Marks slots `first..first+count` of `segment` as a free span and bins it.
+    ///
+    /// # Safety
+    ///
+    /// Those slots are free and belong to no span on a list.
+    unsafe fn insert_free(&mut self, segment: *mut Segment, first: usize, count: usize) {
+        // SAFETY: descriptors of our segment.
+        unsafe {
+            let span = slot_descriptor(segment, first);
+            (*span).kind = RegionKind::FreeSpan;
+            (*span).slot_count = count as u32;
+            (*span).back_offset = 0;
+            let last = slot_descriptor(segment, first + count - 1);
+            (*last).back_offset = (count - 1) as u32;
+            (*span).prev = ptr::null_mut();
+            (*span).next = self.bins[count];
+            if !self.bins[count].is_null() {
+                (*self.bins[count]).prev = span;
+            }
+            self.bins[count] = span;
+            self.bitmap |= 1 << count;
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `span` is a free span in `bins[bin]`.
+    unsafe fn unlink(&mut self, span: *mut Region, bin: usize) {
+        // SAFETY: list links of a binned span.
+        unsafe {
+            let (prev, next) = ((*span).prev, (*span).next);
+            if prev.is_null() {
+                self.bins[bin] = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            if self.bins[bin].is_null() {
+                self.bitmap &= !(1 << bin);
+            }
+            (*span).kind = RegionKind::Unused;
+        }
+    }
+}
+
+/// Unmaps a segment's whole mapping.
+///
+/// # Safety
+///
+/// `segment` is live, on no list, and nothing in it is used any more.
+pub(crate) unsafe fn unmap_segment(segment: *mut Segment, events: &mut SpanEvents) {
+    // SAFETY: caller's contract; the header records the mapping exactly.
+    unsafe {
+        let (mapping, size, align) = (
+            (*segment).mapping,
+            (*segment).mapping_size,
+            (*segment).mapping_align,
+        );
+        platform::unmap(NonNull::new_unchecked(mapping), size, align);
+    }
+    events.unmapped += 1;
+}
