@@ -44,7 +44,6 @@ use allocator_api2::alloc::{AllocError, Allocator};
 use crate::bucket::{Config, DEFAULT_BUCKET_COUNT, DEFAULT_BUCKET_SIZES};
 use crate::heap::{owner_of, Heap};
 use crate::large::{huge_usable_size, HugeList, LARGE_MAX_SIZE};
-use crate::platform;
 use crate::region::{Region, RegionKind};
 use crate::segment::{self, region_of, segment_of, SegmentKind, SEGMENT_SIZE, SLOT_SIZE};
 use crate::stats::Stats;
@@ -684,6 +683,26 @@ mod tests {
         assert!(!again.is_null());
         // SAFETY: allocated above.
         unsafe { a.deallocate_bytes(again) };
+    }
+
+    #[test]
+    fn a_million_small_blocks_need_few_map_calls() {
+        let a = Rulloc::new();
+        let count = if cfg!(miri) { 2_000 } else { 1_000_000 };
+        let mut blocks = std::vec::Vec::with_capacity(count);
+        for _ in 0..count {
+            blocks.push(a.allocate_bytes(32, 8));
+        }
+        let stats = a.stats();
+        // 32 MB of blocks in 4 MiB segments of 63 usable slots: 8 segments,
+        // plus the heap's own mapping.
+        let expected = (count * 32).div_ceil(63 * SLOT_SIZE) + 1;
+        assert_eq!(stats.map_calls, expected, "{stats:?}");
+        assert_eq!(stats.bytes_in_use, count * 32);
+        for block in blocks {
+            // SAFETY: each block freed once.
+            unsafe { a.deallocate_bytes(block) };
+        }
     }
 
     #[test]

@@ -306,7 +306,9 @@ impl<const N: usize> Heap<N> {
             if (*region).kind == RegionKind::Small {
                 Region::push_local(region, block);
                 drop_by(&self.counters.bytes_in_use, (*region).block_size);
-                if (*region).used == 0 || (*region).in_full {
+                // An empty region at the head of its queue stays: it is the
+                // one allocation serves from next.
+                if (*region).in_full || ((*region).used == 0 && !(*region).prev.is_null()) {
                     self.free_small_slow(region);
                 }
             } else {
@@ -332,11 +334,10 @@ impl<const N: usize> Heap<N> {
                 list_push_front(&mut state.queue, region);
                 (*region).in_full = false;
             }
-            // Keep the last region of a bucket: a program that frees and
+            // Keep the head region of the queue: a program that frees and
             // allocates one block in a loop must not map and unmap a span
             // each time.
-            let only_one = (*region).prev.is_null() && (*region).next.is_null();
-            if (*region).used == 0 && !only_one {
+            if (*region).used == 0 && !(*region).prev.is_null() {
                 self.process_delayed();
                 // process_delayed does not move queued regions, so `region`
                 // is still on the queue.
