@@ -37,10 +37,11 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
+use crate::binding::{self, Binding, BINDING, NEVER_BIND, UNBOUND};
 use crate::bucket::{Config, DEFAULT_BUCKET_COUNT, DEFAULT_BUCKET_SIZES};
 use crate::heap::{owner_of, Heap};
 use crate::large::{huge_usable_size, HugeList, LARGE_MAX_SIZE};
@@ -76,7 +77,13 @@ pub struct Rulloc<const N: usize = DEFAULT_BUCKET_COUNT> {
     huge: HugeList,
     /// Heaps locked by [`Rulloc::fork_prepare`], one bit per index.
     fork_locked: AtomicU64,
+    /// This instance's id in thread bindings (0 until first needed).
+    id: AtomicUsize,
 }
+
+/// The next instance id; ids are never reused, so a thread's binding to a
+/// dropped instance can never match a new one.
+static NEXT_INSTANCE_ID: AtomicUsize = AtomicUsize::new(1);
 
 impl Rulloc {
     /// An allocator with the default size classes
@@ -111,6 +118,7 @@ impl<const N: usize> Rulloc<N> {
             heaps: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_HEAPS],
             huge: HugeList::new(),
             fork_locked: AtomicU64::new(0),
+            id: AtomicUsize::new(0),
         }
     }
 
@@ -178,7 +186,10 @@ impl<const N: usize> Rulloc<N> {
             }
             let region = region_of(segment, ptr);
             let heap = owner_of::<N>(segment);
-            if (*heap).lock.try_lock() {
+            if heap.cast::<u8>().cast_const() == binding::current().heap {
+                // This thread's own heap: no lock needed.
+                (*heap).free_local(region, ptr);
+            } else if (*heap).lock.try_lock() {
                 (*heap).free_local(region, ptr);
                 (*heap).lock.unlock();
             } else {
@@ -270,7 +281,8 @@ impl<const N: usize> Rulloc<N> {
         // SAFETY: the heap outlives its blocks; the region is ours to
         // resize only under its lock.
         unsafe {
-            if !(*heap).lock.try_lock() {
+            let own = heap.cast::<u8>().cast_const() == binding::current().heap;
+            if !own && !(*heap).lock.try_lock() {
                 return false;
             }
             let done = if new_size > (*region).block_size {
@@ -279,7 +291,9 @@ impl<const N: usize> Rulloc<N> {
                 (*heap).shrink_large(region, new_size);
                 true
             };
-            (*heap).lock.unlock();
+            if !own {
+                (*heap).lock.unlock();
+            }
             done
         }
     }
@@ -307,11 +321,120 @@ impl<const N: usize> Rulloc<N> {
         new
     }
 
-    /// Runs `f` on a heap whose lock this thread holds: the thread's usual
-    /// heap if it is free (the fast path), otherwise see
-    /// [`Rulloc::with_heap_slow`]. Returns null if no heap can be had.
+    /// Runs `f` on a heap this thread may use: its bound heap (the fast
+    /// path: no lock at all), or a borrowed one (see
+    /// [`Rulloc::with_shared_heap`]). Returns null if no heap can be had.
     #[inline(always)]
     fn with_heap(&self, f: impl FnOnce(&Heap<N>) -> *mut u8) -> *mut u8 {
+        let bound = binding::current();
+        if bound.instance == self.id.load(Ordering::Relaxed) {
+            // SAFETY: the binding names a heap of this instance that this
+            // thread owns (its lock is BOUND to us) and that lives as long
+            // as the instance.
+            return f(unsafe { &*bound.heap.cast::<Heap<N>>() });
+        }
+        self.with_unbound_heap(bound, f)
+    }
+
+    /// The thread has no heap of this instance bound: bind one if the
+    /// thread has no binding yet, otherwise borrow one.
+    #[cold]
+    #[inline(never)]
+    fn with_unbound_heap(&self, bound: Binding, f: impl FnOnce(&Heap<N>) -> *mut u8) -> *mut u8 {
+        if bound.instance == UNBOUND && binding::SUPPORTED {
+            if let Some(heap) = self.bind_thread() {
+                return f(heap);
+            }
+        }
+        self.with_shared_heap(f)
+    }
+
+    /// This instance's id, assigned on first use.
+    fn id(&self) -> usize {
+        let id = self.id.load(Ordering::Relaxed);
+        if id != 0 {
+            return id;
+        }
+        let new_id = NEXT_INSTANCE_ID.fetch_add(1, Ordering::Relaxed);
+        match self
+            .id
+            .compare_exchange(0, new_id, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => new_id,
+            Err(existing) => existing,
+        }
+    }
+
+    /// Binds a heap to the calling thread: an unbound existing one (the
+    /// heap of a thread that exited, adopted with all its regions) or a new
+    /// one. Heap 0 is never bound, so threads beyond [`MAX_HEAPS`] - 1 can
+    /// always borrow it.
+    fn bind_thread(&self) -> Option<&Heap<N>> {
+        let id = self.id();
+        // Re-entrant allocations (from registering the exit hook) must not
+        // try to bind again.
+        binding::set(Binding {
+            instance: BINDING,
+            heap: ptr::null(),
+        });
+        let mut chosen: *mut Heap<N> = ptr::null_mut();
+        for index in 1..MAX_HEAPS {
+            let heap = self.heaps[index].load(Ordering::Acquire);
+            if heap.is_null() {
+                let new_heap = Heap::create(&self.config);
+                if new_heap.is_null() {
+                    break;
+                }
+                // SAFETY: the new heap is ours alone until published.
+                let bound = unsafe { (*new_heap).lock.try_bind() };
+                debug_assert!(bound);
+                match self.heaps[index].compare_exchange(
+                    ptr::null_mut(),
+                    new_heap,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        chosen = new_heap;
+                        break;
+                    }
+                    // SAFETY: never published, so never used.
+                    Err(_) => unsafe { Heap::destroy(new_heap, true) },
+                }
+            // SAFETY: published heaps live as long as `self`.
+            } else if unsafe { (*heap).lock.try_bind() } {
+                chosen = heap;
+                break;
+            }
+        }
+        if chosen.is_null() {
+            binding::set(Binding {
+                instance: NEVER_BIND,
+                heap: ptr::null(),
+            });
+            return None;
+        }
+        // SAFETY: `chosen` is published and bound to this thread.
+        let heap = unsafe { &*chosen };
+        if !binding::register_exit(&heap.lock) {
+            heap.lock.unbind();
+            binding::set(Binding {
+                instance: NEVER_BIND,
+                heap: ptr::null(),
+            });
+            return None;
+        }
+        binding::set(Binding {
+            instance: id,
+            heap: chosen.cast_const().cast(),
+        });
+        Some(heap)
+    }
+
+    /// Borrows a heap under its lock: the thread's usual shared heap if it
+    /// is free, otherwise see [`Rulloc::with_heap_slow`].
+    #[inline]
+    fn with_shared_heap(&self, f: impl FnOnce(&Heap<N>) -> *mut u8) -> *mut u8 {
         let hint = hint::get();
         let heap = self.heaps[hint % MAX_HEAPS].load(Ordering::Acquire);
         if !heap.is_null() {
@@ -371,16 +494,12 @@ impl<const N: usize> Rulloc<N> {
                     return result;
                 }
                 // SAFETY: never published, so never used.
-                Err(_) => unsafe { Heap::destroy(heap) },
+                Err(_) => unsafe { Heap::destroy(heap, true) },
             }
         }
-        // Every slot is taken (or no memory for a new heap): wait.
-        let heap = self.heaps[hint % MAX_HEAPS].load(Ordering::Acquire);
-        let heap = if heap.is_null() {
-            self.heaps[0].load(Ordering::Acquire)
-        } else {
-            heap
-        };
+        // Every slot is taken (or no memory for a new heap): wait for heap
+        // 0, which is never bound.
+        let heap = self.heaps[0].load(Ordering::Acquire);
         if heap.is_null() {
             return ptr::null_mut();
         }
@@ -401,12 +520,16 @@ impl<const N: usize> Rulloc<N> {
             if heap.is_null() {
                 continue;
             }
-            // SAFETY: published heaps live as long as `self`; we hold the
-            // lock while collecting.
+            // SAFETY: published heaps live as long as `self`; we own the
+            // heap (bound to this thread, or locked) while collecting. Heaps
+            // bound to other threads are theirs to collect.
             unsafe {
-                (*heap).lock.lock();
-                (*heap).collect();
-                (*heap).lock.unlock();
+                if heap.cast::<u8>().cast_const() == binding::current().heap {
+                    (*heap).collect();
+                } else if (*heap).lock.lock_unless_bound() {
+                    (*heap).collect();
+                    (*heap).lock.unlock();
+                }
             }
         }
     }
@@ -450,9 +573,10 @@ impl<const N: usize> Rulloc<N> {
         let mut mask = 0u64;
         for (index, slot) in self.heaps.iter().enumerate() {
             let heap = slot.load(Ordering::Acquire);
-            if !heap.is_null() {
-                // SAFETY: published heaps live as long as `self`.
-                unsafe { (*heap).lock.lock() };
+            // Bound heaps belong to their threads; a child never touches
+            // the bound heaps of threads that do not exist in it.
+            // SAFETY: published heaps live as long as `self`.
+            if !heap.is_null() && unsafe { (*heap).lock.lock_unless_bound() } {
                 mask |= 1 << index;
             }
         }
@@ -499,8 +623,10 @@ impl<const N: usize> Drop for Rulloc<N> {
         for slot in &self.heaps {
             let heap = slot.swap(ptr::null_mut(), Ordering::Acquire);
             if !heap.is_null() {
-                // SAFETY: `&mut self`: no thread uses the heap any more.
-                unsafe { Heap::destroy(heap) };
+                // SAFETY: `&mut self`: no thread uses the heap any more. A
+                // thread still bound to it will unbind it when it exits, so
+                // its one page of metadata stays mapped (see `binding`).
+                unsafe { Heap::destroy(heap, !(*heap).lock.is_bound()) };
             }
         }
         self.huge.release_all();
@@ -765,10 +891,9 @@ mod tests {
         let count = if cfg!(miri) { 200 } else { 50_000 };
         let blocks: std::vec::Vec<usize> =
             (0..count).map(|_| a.allocate_bytes(48, 8).addr()).collect();
-        let heap = a.heaps[0].load(Ordering::Acquire);
-        // Hold the owner heap so every free below takes the remote path.
-        // SAFETY: heap 0 exists (it served the allocations above).
-        unsafe { (*heap).lock.lock() };
+        let heap =
+            owner_of::<DEFAULT_BUCKET_COUNT>(segment_of(ptr::with_exposed_provenance(blocks[0])));
+        // This thread owns the heap, so every free below takes the remote path.
         std::thread::scope(|s| {
             s.spawn(|| {
                 for &block in &blocks {
@@ -777,26 +902,39 @@ mod tests {
                 }
             });
         });
-        // SAFETY: locked above by this thread.
-        unsafe { (*heap).lock.unlock() };
         assert_eq!(a.stats().remote_frees, count);
         a.collect();
         assert_eq!(a.stats().bytes_in_use, 0);
         // Regions parked as full came back through the delayed stack.
-        // SAFETY: no other thread uses the heap now.
-        unsafe {
-            (*heap).lock.lock();
-            assert_eq!(
-                (*heap).full_regions(
-                    crate::bucket::DEFAULT_BUCKET_SIZES
-                        .iter()
-                        .position(|&s| s == 48)
-                        .unwrap()
-                ),
-                0
-            );
-            (*heap).lock.unlock();
+        let bucket = DEFAULT_BUCKET_SIZES.iter().position(|&s| s == 48).unwrap();
+        // SAFETY: the heap is bound to this thread.
+        assert_eq!(unsafe { (*heap).full_regions(bucket) }, 0);
+    }
+
+    #[test]
+    fn a_thread_that_exits_leaves_its_heap_to_the_next_one() {
+        let a = Rulloc::new();
+        let rounds = if cfg!(miri) { 4 } else { 200 };
+        for round in 0..rounds {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let block = a.allocate_bytes(64, 8);
+                    fill(block, 64, round as u8);
+                    block.addr()
+                })
+                .join()
+                .map(|block| {
+                    let block = ptr::with_exposed_provenance_mut::<u8>(block);
+                    check(block, 64, round as u8);
+                    // SAFETY: allocated by the exited thread, freed once.
+                    unsafe { a.deallocate_bytes(block) };
+                })
+                .unwrap();
+            });
         }
+        // Heap 0 (shared) is never bound; exited threads' heaps are reused,
+        // so a handful of heaps served every round.
+        assert!(a.stats().heaps <= 4, "{:?}", a.stats());
     }
 
     #[test]

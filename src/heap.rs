@@ -126,18 +126,22 @@ impl<const N: usize> Heap<N> {
         heap
     }
 
-    /// Gives the heap's segments and the heap itself back to the OS.
+    /// Gives the heap's segments back to the OS, and the heap's own mapping
+    /// too if `unmap_heap` (false while a thread is still bound to it).
     ///
     /// # Safety
     ///
-    /// Nothing uses the heap or any block it handed out any more.
-    pub(crate) unsafe fn destroy(heap: *mut Heap<N>) {
+    /// Nothing uses the heap's blocks or data any more (a bound thread may
+    /// still unbind its lock).
+    pub(crate) unsafe fn destroy(heap: *mut Heap<N>, unmap_heap: bool) {
         // SAFETY: caller's contract: we are the last user.
         unsafe {
             let mut events = SpanEvents::default();
             (*(*heap).local.get()).spans.release_all(&mut events);
-            let mapping = NonNull::new_unchecked(heap.cast::<u8>());
-            platform::unmap(mapping, (*heap).mapping_size, platform::page_size());
+            if unmap_heap {
+                let mapping = NonNull::new_unchecked(heap.cast::<u8>());
+                platform::unmap(mapping, (*heap).mapping_size, platform::page_size());
+            }
         }
     }
 

@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 pub mod allocator;
+mod binding;
 mod block;
 mod bucket;
 mod heap;

@@ -1,16 +1,33 @@
-//! The one lock Rulloc has: a test-and-test-and-set spin lock.
+//! The one lock Rulloc has: a spin lock with a third state, *bound*.
 //!
-//! Heaps are *tried* far more often than waited for: a thread that finds its
+//! ```text
+//!            try_lock            unlock
+//!   FREE ─────────────▶ LOCKED ─────────▶ FREE       (a borrowed heap)
+//!   FREE ─────────────▶ BOUND  ─────────▶ FREE       (a thread's own heap)
+//!            try_bind            unbind (thread exit)
+//! ```
+//!
+//! Heaps are *tried* far more often than waited for: a thread that finds a
 //! heap busy moves on to another one (see [`crate::heap`]), so the lock is
-//! built for the uncontended `try_lock` (one atomic swap) and only spins,
-//! then yields, in the rare blocking [`SpinLock::lock`].
+//! built for the uncontended `try_lock` (one load and one CAS) and only
+//! spins, then yields, in the rare blocking [`SpinLock::lock`].
+//!
+//! A thread that owns a heap for its whole life *binds* it: the heap stays
+//! BOUND, so nobody else can lock it, and the owner needs no atomic at all
+//! to use it. Unbinding is a single store, the last access the exiting
+//! thread makes to the heap, which is what lets an allocator being dropped
+//! decide safely whether the heap's memory may be unmapped.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
+
+const FREE: u8 = 0;
+const LOCKED: u8 = 1;
+const BOUND: u8 = 2;
 
 /// A lock word with no data attached; the data it guards lives beside it.
 #[derive(Debug)]
 pub(crate) struct SpinLock {
-    locked: AtomicBool,
+    state: AtomicU8,
 }
 
 /// Spins before each yield in [`SpinLock::lock`].
@@ -19,17 +36,26 @@ const SPINS_BEFORE_YIELD: u32 = 64;
 impl SpinLock {
     pub(crate) const fn new() -> Self {
         Self {
-            locked: AtomicBool::new(false),
+            state: AtomicU8::new(FREE),
         }
+    }
+
+    fn try_take(&self, new_state: u8) -> bool {
+        self.state.load(Ordering::Relaxed) == FREE
+            && self
+                .state
+                .compare_exchange(FREE, new_state, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Takes the lock if it is free; `true` on success.
     #[inline]
     pub(crate) fn try_lock(&self) -> bool {
-        !self.locked.load(Ordering::Relaxed) && !self.locked.swap(true, Ordering::Acquire)
+        self.try_take(LOCKED)
     }
 
-    /// Takes the lock, waiting as long as it takes.
+    /// Takes the lock, waiting as long as it takes. Never call it on a lock
+    /// that may be bound (it would wait for a thread to exit).
     pub(crate) fn lock(&self) {
         let mut spins = 0;
         while !self.try_lock() {
@@ -42,16 +68,52 @@ impl SpinLock {
         }
     }
 
+    /// Takes the lock, waiting if it is locked, but gives up (returning
+    /// `false`) once it is bound.
+    pub(crate) fn lock_unless_bound(&self) -> bool {
+        let mut spins = 0;
+        loop {
+            if self.state.load(Ordering::Relaxed) == BOUND {
+                return false;
+            }
+            if self.try_lock() {
+                return true;
+            }
+            spins += 1;
+            if spins % SPINS_BEFORE_YIELD == 0 {
+                yield_now();
+            } else {
+                core::hint::spin_loop();
+            }
+        }
+    }
+
     /// Releases a lock taken by this thread.
     #[inline]
     pub(crate) fn unlock(&self) {
-        self.locked.store(false, Ordering::Release);
+        self.state.store(FREE, Ordering::Release);
     }
 
     /// Forces the lock free: only for a `fork()` child, where the thread
     /// that held it no longer exists.
     pub(crate) fn force_unlock(&self) {
-        self.locked.store(false, Ordering::Release);
+        self.state.store(FREE, Ordering::Release);
+    }
+
+    /// Binds a free lock to the calling thread for good; `true` on success.
+    pub(crate) fn try_bind(&self) -> bool {
+        self.try_take(BOUND)
+    }
+
+    /// Releases a binding (the owner thread is exiting). The caller must not
+    /// touch the memory holding the lock afterwards.
+    pub(crate) fn unbind(&self) {
+        self.state.store(FREE, Ordering::Release);
+    }
+
+    /// Whether some thread has bound the lock.
+    pub(crate) fn is_bound(&self) -> bool {
+        self.state.load(Ordering::Acquire) == BOUND
     }
 }
 
