@@ -622,12 +622,21 @@ impl<const N: usize> Drop for Rulloc<N> {
     fn drop(&mut self) {
         for slot in &self.heaps {
             let heap = slot.swap(ptr::null_mut(), Ordering::Acquire);
-            if !heap.is_null() {
-                // SAFETY: `&mut self`: no thread uses the heap any more. A
-                // thread still bound to it will unbind it when it exits, so
-                // its one page of metadata stays mapped (see `binding`).
-                unsafe { Heap::destroy(heap, !(*heap).lock.is_bound()) };
+            if heap.is_null() {
+                continue;
             }
+            // The dropping thread's own heap: forget the binding, and the
+            // heap can go entirely.
+            if heap.cast::<u8>().cast_const() == binding::current().heap {
+                binding::forget_current();
+                // SAFETY: `&mut self`: nobody uses the heap any more.
+                unsafe { Heap::destroy(heap, true) };
+                continue;
+            }
+            // SAFETY: `&mut self`: no thread uses the heap any more. If
+            // another thread is still bound to it, that thread unbinds it
+            // when it exits, so that one page of heap metadata stays mapped.
+            unsafe { Heap::destroy(heap, !(*heap).lock.is_bound()) };
         }
         self.huge.release_all();
     }

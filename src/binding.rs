@@ -111,6 +111,20 @@ mod imp {
         unsafe { libc::pthread_setspecific(key, lock.cast()) == 0 }
     }
 
+    /// Drops the calling thread's binding without unbinding the heap's lock
+    /// (its allocator is being dropped): the thread may bind again later.
+    pub(crate) fn forget_current() {
+        set(Binding {
+            instance: UNBOUND,
+            heap: ptr::null(),
+        });
+        let key = EXIT_KEY.load(Ordering::Acquire);
+        if key != 0 {
+            // SAFETY: clearing the value under a valid key.
+            unsafe { libc::pthread_setspecific((key - 1) as libc::pthread_key_t, ptr::null()) };
+        }
+    }
+
     /// The pthread key destructor: the thread is exiting.
     unsafe extern "C" fn on_thread_exit(lock: *mut c_void) {
         set(Binding {
@@ -143,6 +157,8 @@ mod imp {
     pub(crate) fn register_exit(_lock: *const crate::sync::SpinLock) -> bool {
         false
     }
+
+    pub(crate) fn forget_current() {}
 }
 
-pub(crate) use imp::{current, register_exit, set, SUPPORTED};
+pub(crate) use imp::{current, forget_current, register_exit, set, SUPPORTED};

@@ -32,14 +32,14 @@
 //! * Counters are written only by the lock holder (a relaxed load and store,
 //!   not a read-modify-write), except `remote_frees`.
 
+use crate::sync::atomic::{AtomicUsize, Ordering};
 use core::cell::UnsafeCell;
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::bucket::{list_push_front, list_remove, Bucket, Config};
 use crate::platform;
-use crate::region::{Region, RegionKind};
+use crate::region::{DelayedStack, Region, RegionKind};
 use crate::segment::{self, round_up, SpanEvents, SpanPool, SEGMENT_SIZE, SLOT_SIZE};
 use crate::sync::SpinLock;
 
@@ -84,7 +84,7 @@ struct HeapLocal<const N: usize> {
 pub(crate) struct Heap<const N: usize> {
     pub(crate) lock: SpinLock,
     /// Regions pushed by remote frees that found them [`crate::region::FULL`].
-    delayed: AtomicPtr<Region>,
+    delayed: DelayedStack,
     pub(crate) counters: HeapCounters,
     /// Bytes of the mapping holding this heap (the page size may be
     /// simulated differently by the time it is unmapped).
@@ -116,7 +116,7 @@ impl<const N: usize> Heap<N> {
         unsafe {
             heap.write(Heap {
                 lock: SpinLock::new(),
-                delayed: AtomicPtr::new(ptr::null_mut()),
+                delayed: DelayedStack::new(),
                 counters: HeapCounters::default(),
                 mapping_size,
                 local: UnsafeCell::new(HeapLocal { buckets, spans }),
@@ -379,22 +379,8 @@ impl<const N: usize> Heap<N> {
     /// `region` belongs to this heap and was just taken off FULL by the
     /// caller, so no one else pushes it.
     pub(crate) unsafe fn push_delayed(&self, region: *mut Region) {
-        // SAFETY: `delayed_next` is ours until the CAS publishes the region.
-        let link = unsafe { &(*region).delayed_next };
-        let mut head = self.delayed.load(Ordering::Relaxed);
-        loop {
-            link.store(head, Ordering::Relaxed);
-            match self.delayed.compare_exchange_weak(
-                head,
-                region,
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(seen) => head = seen,
-            }
-        }
-        // (unreachable)
+        // SAFETY: forwarded.
+        unsafe { self.delayed.push(region) }
     }
 
     /// Counts a free that went through `thread_free`.
@@ -410,14 +396,11 @@ impl<const N: usize> Heap<N> {
     ///
     /// Lock held.
     unsafe fn process_delayed(&self) {
-        if self.delayed.load(Ordering::Relaxed).is_null() {
-            return;
-        }
-        let mut region = self.delayed.swap(ptr::null_mut(), Ordering::Acquire);
+        let mut region = self.delayed.take_all();
         // SAFETY: lock held; regions on our delayed stack are ours.
         unsafe {
             while !region.is_null() {
-                let next = (*region).delayed_next.load(Ordering::Relaxed);
+                let next = DelayedStack::next(region);
                 match (*region).kind {
                     RegionKind::Small if (*region).in_full => {
                         let state = &mut (*self.local()).buckets[(*region).bucket as usize];

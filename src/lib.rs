@@ -44,19 +44,34 @@
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 
+// Under `--cfg loom` only the concurrent building blocks are compiled, with
+// loom's atomics, for the models in `region` and `sync`:
+// `RUSTFLAGS="--cfg loom" cargo test -p rulloc --lib --release loom`.
+#[cfg(not(loom))]
 pub mod allocator;
+#[cfg(not(loom))]
 mod binding;
 mod block;
+#[cfg(not(loom))]
 mod bucket;
+#[cfg(not(loom))]
 mod heap;
+#[cfg(not(loom))]
 mod large;
+#[cfg(not(loom))]
 mod platform;
 mod region;
+#[cfg(not(loom))]
 mod segment;
+#[cfg(not(loom))]
 mod stats;
 mod sync;
 
+#[cfg(not(loom))]
 pub use allocator::Rulloc;
+#[cfg(not(loom))]
 pub use bucket::{DEFAULT_BUCKET_COUNT, DEFAULT_BUCKET_SIZES, MAX_BUCKET_SIZE};
+#[cfg(not(loom))]
 pub use stats::Stats;

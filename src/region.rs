@@ -38,8 +38,8 @@
 //! * `bump..end` is never-used memory: blocks are carved from it lazily,
 //!   a page's worth at a time, so a fresh region costs no writes until used.
 
+use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::block::{self, Block};
 
@@ -321,5 +321,262 @@ impl Region {
                 Ordering::Relaxed,
             );
         }
+    }
+}
+
+/// A heap's stack of regions that were parked [`FULL`] and have since
+/// received a remote free (Treiber stack, push-only for other threads;
+/// the owner takes the whole stack with one swap, so there is no ABA).
+pub(crate) struct DelayedStack {
+    head: AtomicPtr<Region>,
+}
+
+impl DelayedStack {
+    pub(crate) fn new() -> Self {
+        Self {
+            head: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+
+    /// Pushes `region`.
+    ///
+    /// # Safety
+    ///
+    /// `region` is live and was just taken off [`FULL`] by the caller (see
+    /// [`Region::push_remote`]), so nobody else pushes it until the owner
+    /// has taken it off the stack.
+    pub(crate) unsafe fn push(&self, region: *mut Region) {
+        // SAFETY: `delayed_next` is ours until the CAS publishes the region.
+        let link = unsafe { &(*region).delayed_next };
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            link.store(head, Ordering::Relaxed);
+            match self.head.compare_exchange_weak(
+                head,
+                region,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(seen) => head = seen,
+            }
+        }
+    }
+
+    /// Takes the whole stack (owner only); walk it with [`DelayedStack::next`].
+    pub(crate) fn take_all(&self) -> *mut Region {
+        if self.head.load(Ordering::Relaxed).is_null() {
+            return ptr::null_mut();
+        }
+        self.head.swap(ptr::null_mut(), Ordering::Acquire)
+    }
+
+    /// The region after `region` in a stack returned by
+    /// [`DelayedStack::take_all`].
+    ///
+    /// # Safety
+    ///
+    /// `region` came from such a stack.
+    pub(crate) unsafe fn next(region: *mut Region) -> *mut Region {
+        // SAFETY: the push that published `region` wrote its link first.
+        unsafe { (*region).delayed_next.load(Ordering::Relaxed) }
+    }
+}
+
+/// loom models of the lock-free parts: run with
+/// `RUSTFLAGS="--cfg loom" cargo test -p rulloc --lib --release loom`.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use core::cell::UnsafeCell;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// A region and its heap's delayed stack, shared between model threads.
+    struct Shared {
+        region: UnsafeCell<Region>,
+        delayed: DelayedStack,
+    }
+
+    // SAFETY: the models follow the region protocol: only the owner thread
+    // touches non-atomic fields, others only `thread_free` and their block.
+    unsafe impl Send for Shared {}
+    // SAFETY: as above.
+    unsafe impl Sync for Shared {}
+
+    impl Shared {
+        fn new(used: u32) -> Arc<Self> {
+            Arc::new(Self {
+                region: UnsafeCell::new(Region {
+                    free: ptr::null_mut(),
+                    used,
+                    capacity: 4,
+                    block_size: 16,
+                    thread_free: AtomicUsize::new(0),
+                    bump: ptr::null_mut(),
+                    end: ptr::null_mut(),
+                    start: ptr::null_mut(),
+                    slot_count: 1,
+                    back_offset: 0,
+                    kind: RegionKind::Small,
+                    in_full: false,
+                    bucket: 0,
+                    next: ptr::null_mut(),
+                    prev: ptr::null_mut(),
+                    delayed_next: AtomicPtr::new(ptr::null_mut()),
+                }),
+                delayed: DelayedStack::new(),
+            })
+        }
+
+        fn region(&self) -> *mut Region {
+            self.region.get()
+        }
+    }
+
+    fn new_block() -> usize {
+        Box::into_raw(Box::new([0usize; 2])) as usize
+    }
+
+    fn free_list(region: *mut Region) -> std::vec::Vec<usize> {
+        let mut blocks = std::vec::Vec::new();
+        // SAFETY: owner-side walk of the local free list after all threads joined.
+        let mut block = unsafe { (*region).free };
+        while !block.is_null() {
+            blocks.push(block as usize);
+            // SAFETY: free blocks hold a valid link.
+            block = unsafe { crate::block::next_of(block) };
+        }
+        blocks
+    }
+
+    fn release(blocks: &[usize]) {
+        for &block in blocks {
+            // SAFETY: made by `new_block`, released once.
+            drop(unsafe { Box::from_raw(block as *mut [usize; 2]) });
+        }
+    }
+
+    #[test]
+    fn loom_remote_frees_are_collected_exactly_once() {
+        loom::model(|| {
+            let shared = Shared::new(2);
+            let blocks = [new_block(), new_block()];
+            let remotes: std::vec::Vec<_> = blocks
+                .iter()
+                .map(|&block| {
+                    let shared = shared.clone();
+                    thread::spawn(move || {
+                        // SAFETY: each block is freed once, remotely.
+                        let was_full =
+                            unsafe { Region::push_remote(shared.region(), block as *mut u8) };
+                        assert!(!was_full, "the region was never parked");
+                    })
+                })
+                .collect();
+            // Let the remote frees run first in some interleavings (loom does
+            // not preempt a thread before its first atomic operation).
+            thread::yield_now();
+            // SAFETY: this thread is the owner.
+            let mut collected = unsafe { Region::collect(shared.region()) };
+            for remote in remotes {
+                remote.join().unwrap();
+            }
+            // SAFETY: owner.
+            collected += unsafe { Region::collect(shared.region()) };
+            assert_eq!(collected, 2);
+            // SAFETY: owner, all threads joined.
+            assert_eq!(unsafe { (*shared.region()).used }, 0);
+            let mut on_list = free_list(shared.region());
+            on_list.sort_unstable();
+            let mut expected = blocks.to_vec();
+            expected.sort_unstable();
+            assert_eq!(on_list, expected);
+            release(&blocks);
+        });
+    }
+
+    #[test]
+    fn loom_a_full_region_reaches_the_delayed_stack_exactly_once() {
+        loom::model(|| {
+            let shared = Shared::new(2);
+            // SAFETY: owner parks its region.
+            unsafe {
+                assert!(Region::try_mark_full(shared.region()));
+                (*shared.region()).in_full = true;
+            }
+            let blocks = [new_block(), new_block()];
+            let remotes: std::vec::Vec<_> = blocks
+                .iter()
+                .map(|&block| {
+                    let shared = shared.clone();
+                    thread::spawn(move || {
+                        // SAFETY: each block freed once; the region is pushed
+                        // only by the free that took it off FULL.
+                        unsafe {
+                            if Region::push_remote(shared.region(), block as *mut u8) {
+                                shared.delayed.push(shared.region());
+                            }
+                        }
+                    })
+                })
+                .collect();
+            thread::yield_now();
+            let mut seen = 0;
+            let mut region = shared.delayed.take_all();
+            while !region.is_null() {
+                seen += 1;
+                // SAFETY: taken from the stack.
+                region = unsafe { DelayedStack::next(region) };
+            }
+            for remote in remotes {
+                remote.join().unwrap();
+            }
+            let mut region = shared.delayed.take_all();
+            while !region.is_null() {
+                seen += 1;
+                // SAFETY: taken from the stack.
+                region = unsafe { DelayedStack::next(region) };
+            }
+            assert_eq!(seen, 1, "pushed exactly once");
+            // SAFETY: owner, all threads joined.
+            assert_eq!(unsafe { Region::collect(shared.region()) }, 2);
+            release(&blocks);
+        });
+    }
+
+    #[test]
+    fn loom_owner_unparking_races_a_remote_free() {
+        loom::model(|| {
+            let shared = Shared::new(2);
+            // SAFETY: owner parks its region.
+            unsafe { assert!(Region::try_mark_full(shared.region())) };
+            let block = new_block();
+            let remote = {
+                let shared = shared.clone();
+                thread::spawn(move || {
+                    // SAFETY: the block is freed once, remotely.
+                    unsafe {
+                        if Region::push_remote(shared.region(), block as *mut u8) {
+                            shared.delayed.push(shared.region());
+                        }
+                    }
+                })
+            };
+            thread::yield_now();
+            // The owner frees another block locally into the full region.
+            // SAFETY: owner.
+            unsafe { Region::clear_full(shared.region()) };
+            remote.join().unwrap();
+            let pushed = !shared.delayed.take_all().is_null();
+            // SAFETY: owner, joined.
+            let collected = unsafe { Region::collect(shared.region()) };
+            assert_eq!(collected, 1, "the remote block is never lost");
+            // SAFETY: owner, joined.
+            let left = unsafe { (*shared.region()).thread_free.load(Ordering::Relaxed) };
+            assert_eq!(left, 0, "no stale FULL mark is left behind");
+            let _ = pushed;
+            release(&[block]);
+        });
     }
 }
