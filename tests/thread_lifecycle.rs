@@ -33,7 +33,7 @@ impl Drop for AllocatesOnDrop {
 }
 
 thread_local! {
-    static TEARDOWN: AllocatesOnDrop = AllocatesOnDrop(RefCell::new(Vec::new()));
+    static TEARDOWN: AllocatesOnDrop = const { AllocatesOnDrop(RefCell::new(Vec::new())) };
 }
 
 #[test]
