@@ -173,9 +173,19 @@ impl<const N: usize> Rulloc<N> {
     /// `ptr` is null or was returned by this allocator and not freed since.
     #[inline]
     pub unsafe fn deallocate_bytes(&self, ptr: *mut u8) {
-        if ptr.is_null() {
-            return;
+        if !ptr.is_null() {
+            // SAFETY: forwarded.
+            unsafe { self.deallocate_non_null(ptr) }
         }
+    }
+
+    /// [`Rulloc::deallocate_bytes`] for a pointer known not to be null.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` was returned by this allocator and not freed since.
+    #[inline(always)]
+    unsafe fn deallocate_non_null(&self, ptr: *mut u8) {
         let segment = segment_of(ptr);
         // SAFETY: a live block's segment header is mapped and its kind and
         // owner never change while the block lives.
@@ -653,7 +663,7 @@ unsafe impl<const N: usize> GlobalAlloc for Rulloc<N> {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         // SAFETY: GlobalAlloc's contract: ptr came from this allocator.
-        unsafe { self.deallocate_bytes(ptr) }
+        unsafe { self.deallocate_non_null(ptr) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
@@ -694,7 +704,7 @@ unsafe impl<const N: usize> Allocator for Rulloc<N> {
     #[inline]
     unsafe fn deallocate(&self, ptr: NonNull<u8>, _layout: Layout) {
         // SAFETY: Allocator's contract: ptr is currently allocated here.
-        unsafe { self.deallocate_bytes(ptr.as_ptr()) }
+        unsafe { self.deallocate_non_null(ptr.as_ptr()) }
     }
 
     unsafe fn grow(

@@ -146,7 +146,7 @@ impl<const N: usize> Config<N> {
     /// The bucket serving `(size, align)`, or `None` for the dynamic bucket.
     #[inline(always)]
     pub(crate) fn bucket_for(&self, size: usize, align: usize) -> Option<usize> {
-        let mut bucket = if size <= LOOKUP_MAX {
+        let bucket = if size <= LOOKUP_MAX {
             let entry = self.lookup[size.div_ceil(GRANULE)];
             if entry == NO_BUCKET {
                 return None;
@@ -161,10 +161,6 @@ impl<const N: usize> Config<N> {
         };
         if align > self.common_align {
             return self.aligned_bucket(bucket, align);
-        }
-        // Keep the compiler from doubting the table's contents.
-        if bucket >= N {
-            bucket = N - 1;
         }
         Some(bucket)
     }

@@ -17,8 +17,8 @@
 //! The descriptor is not inside the region: it lives in the segment header
 //! (`segment.regions[first slot]`), so blocks need no header (see
 //! [`crate::block`]). Every slot of a region has a descriptor whose
-//! `back_offset` points at the first one, so any block address finds its
-//! region in O(1).
+//! `first` points at the region's descriptor, so any block address finds
+//! its region in O(1).
 //!
 //! Invariants:
 //!
@@ -66,7 +66,7 @@ pub(crate) enum RegionKind {
 }
 
 /// A region descriptor (one per slot of a segment; only the first slot's is
-/// the "real" one, the others carry `back_offset`).
+/// the "real" one, the others point at it through `first`).
 #[repr(C)]
 pub(crate) struct Region {
     /// Owner-local free list: allocation pops, owner frees push.
@@ -87,9 +87,9 @@ pub(crate) struct Region {
     pub(crate) start: *mut u8,
     /// Slots in this span (first slot only).
     pub(crate) slot_count: u32,
-    /// Slots back to the first slot of this span (every slot of a used span;
-    /// first and last slot of a free span).
-    pub(crate) back_offset: u32,
+    /// The first descriptor of this span (in every slot of a used span;
+    /// in the first and last slot of a free span).
+    pub(crate) first: *mut Region,
     pub(crate) kind: RegionKind,
     /// Whether the region is on its bucket's full list (owner only).
     pub(crate) in_full: bool,
@@ -417,7 +417,7 @@ mod loom_models {
                     end: ptr::null_mut(),
                     start: ptr::null_mut(),
                     slot_count: 1,
-                    back_offset: 0,
+                    first: ptr::null_mut(),
                     kind: RegionKind::Small,
                     in_full: false,
                     bucket: 0,

@@ -14,7 +14,7 @@
 //!
 //!  block address p  -->  segment = (p - 1) & !(SEGMENT_SIZE - 1)
 //!                        slot    = (p - segment) >> SLOT_SHIFT
-//!                        region  = &segment.regions[slot - back_offset]
+//!                        region  = segment.regions[slot].first
 //! ```
 //!
 //! Because a segment is aligned to its size, the header of the segment
@@ -37,7 +37,7 @@
 //!
 //! * Slot 0 is always the header, so no block starts at a segment base.
 //! * The spans of a segment tile slots `1..SLOTS_PER_SEGMENT` exactly; the
-//!   last slot of every span carries a correct `back_offset`.
+//!   last slot of every span points at the span's first descriptor.
 //! * A span is in the bin of its slot count iff it is free.
 
 use core::mem::size_of;
@@ -130,11 +130,8 @@ pub(crate) fn segment_of(ptr: *const u8) -> *mut Segment {
 pub(crate) unsafe fn region_of(segment: *mut Segment, ptr: *const u8) -> *mut Region {
     let slot = (ptr.addr() - segment.addr()) >> SLOT_SHIFT;
     // SAFETY: slot < SLOTS_PER_SEGMENT since ptr is inside the segment; every
-    // slot of a used span carries its back_offset.
-    unsafe {
-        let descriptor = slot_descriptor(segment, slot);
-        descriptor.sub((*descriptor).back_offset as usize)
-    }
+    // slot of a used span points at the span's first descriptor.
+    unsafe { (*slot_descriptor(segment, slot)).first }
 }
 
 /// The descriptor of slot `slot`.
@@ -207,7 +204,7 @@ impl SpanPool {
 
     /// Takes a span of exactly `slots` slots (1..=USABLE_SLOTS), mapping a
     /// new segment if no free span is large enough. Returns the first
-    /// descriptor, with `slot_count` and every `back_offset` set, or null if
+    /// descriptor, with `slot_count` and every slot's `first` set, or null if
     /// the OS refused memory.
     pub(crate) fn alloc(&mut self, slots: usize, events: &mut SpanEvents) -> *mut Region {
         debug_assert!((1..=USABLE_SLOTS).contains(&slots));
@@ -232,7 +229,7 @@ impl SpanPool {
             }
             for i in 0..slots {
                 let descriptor = span.add(i);
-                (*descriptor).back_offset = i as u32;
+                (*descriptor).first = span;
             }
             (*span).slot_count = slots as u32;
             (*span).kind = RegionKind::Unused;
@@ -275,7 +272,7 @@ impl SpanPool {
             }
             // Merge with the preceding span (slot 0 is the header, never free).
             let last_of_previous = slot_descriptor(segment, first - 1);
-            let previous = last_of_previous.sub((*last_of_previous).back_offset as usize);
+            let previous = (*last_of_previous).first;
             if (*previous).kind == RegionKind::FreeSpan {
                 let previous_count = (*previous).slot_count as usize;
                 self.unlink(previous, previous_count);
@@ -316,7 +313,7 @@ impl SpanPool {
                 self.insert_free(segment, after + extra, next_count - extra);
             }
             for i in count..count + extra {
-                (*region.add(i)).back_offset = i as u32;
+                (*region.add(i)).first = region;
             }
             (*region).slot_count = (count + extra) as u32;
             (*segment).free_slots -= extra;
@@ -342,9 +339,8 @@ impl SpanPool {
             (*region).slot_count = keep as u32;
             let tail = region.add(keep);
             (*tail).slot_count = fewer as u32;
-            (*tail).back_offset = 0;
-            for i in 1..fewer {
-                (*tail.add(i)).back_offset = i as u32;
+            for i in 0..fewer {
+                (*tail.add(i)).first = tail;
             }
             (*tail).kind = RegionKind::Unused;
             self.free(tail, events);
@@ -415,6 +411,7 @@ impl SpanPool {
                 let header = slot_descriptor(segment, 0);
                 (*header).kind = RegionKind::Header;
                 (*header).slot_count = 1;
+                (*header).first = header;
             }
             segment
         } else {
@@ -479,9 +476,9 @@ impl SpanPool {
             let span = slot_descriptor(segment, first);
             (*span).kind = RegionKind::FreeSpan;
             (*span).slot_count = count as u32;
-            (*span).back_offset = 0;
+            (*span).first = span;
             let last = slot_descriptor(segment, first + count - 1);
-            (*last).back_offset = (count - 1) as u32;
+            (*last).first = span;
             (*span).prev = ptr::null_mut();
             (*span).next = self.bins[count];
             if !self.bins[count].is_null() {
