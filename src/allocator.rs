@@ -79,7 +79,16 @@ pub struct Rulloc<const N: usize = DEFAULT_BUCKET_COUNT> {
     fork_locked: AtomicU64,
     /// This instance's id in thread bindings (0 until first needed).
     id: AtomicUsize,
+    /// How long freed pages stay resident before they are purged (ms).
+    purge_delay_ms: AtomicUsize,
+    /// Heaps bound by a thread after another thread left them.
+    adoptions: AtomicUsize,
 }
+
+/// Default purge delay: long enough that a program freeing and allocating
+/// in quick waves keeps its pages, short enough that memory comes back
+/// promptly after a peak.
+pub const DEFAULT_PURGE_DELAY_MS: usize = 10;
 
 /// The next instance id; ids are never reused, so a thread's binding to a
 /// dropped instance can never match a new one.
@@ -119,7 +128,31 @@ impl<const N: usize> Rulloc<N> {
             huge: HugeList::new(),
             fork_locked: AtomicU64::new(0),
             id: AtomicUsize::new(0),
+            purge_delay_ms: AtomicUsize::new(DEFAULT_PURGE_DELAY_MS),
+            adoptions: AtomicUsize::new(0),
         }
+    }
+
+    /// Sets how long (ms) free pages stay resident before the allocator
+    /// gives them back to the OS (`madvise(MADV_DONTNEED)` /
+    /// `MEM_DECOMMIT`), and how long an empty segment stays cached before it
+    /// is unmapped. `0` purges as soon as a region empties. Purging happens
+    /// on the allocator's slow paths, at thread exit and in
+    /// [`Rulloc::collect`]; there is no background thread.
+    pub fn set_purge_delay_ms(&self, delay_ms: usize) {
+        self.purge_delay_ms.store(delay_ms, Ordering::Relaxed);
+        for slot in &self.heaps {
+            let heap = slot.load(Ordering::Acquire);
+            if !heap.is_null() {
+                // SAFETY: published heaps live as long as `self`.
+                unsafe { (*heap).purge_delay_ms.store(delay_ms, Ordering::Relaxed) };
+            }
+        }
+    }
+
+    /// The current purge delay (ms).
+    pub fn purge_delay_ms(&self) -> usize {
+        self.purge_delay_ms.load(Ordering::Relaxed)
     }
 
     /// The block sizes of the buckets.
@@ -199,9 +232,9 @@ impl<const N: usize> Rulloc<N> {
             if heap.cast::<u8>().cast_const() == binding::current().heap {
                 // This thread's own heap: no lock needed.
                 (*heap).free_local(region, ptr);
-            } else if (*heap).lock.try_lock() {
+            } else if (*heap).lock().try_lock() {
                 (*heap).free_local(region, ptr);
-                (*heap).lock.unlock();
+                (*heap).lock().unlock();
             } else {
                 if Region::push_remote(region, ptr) {
                     (*heap).push_delayed(region);
@@ -292,7 +325,7 @@ impl<const N: usize> Rulloc<N> {
         // resize only under its lock.
         unsafe {
             let own = heap.cast::<u8>().cast_const() == binding::current().heap;
-            if !own && !(*heap).lock.try_lock() {
+            if !own && !(*heap).lock().try_lock() {
                 return false;
             }
             let done = if new_size > (*region).block_size {
@@ -302,7 +335,7 @@ impl<const N: usize> Rulloc<N> {
                 true
             };
             if !own {
-                (*heap).lock.unlock();
+                (*heap).lock().unlock();
             }
             done
         }
@@ -391,12 +424,13 @@ impl<const N: usize> Rulloc<N> {
         for index in 1..MAX_HEAPS {
             let heap = self.heaps[index].load(Ordering::Acquire);
             if heap.is_null() {
-                let new_heap = Heap::create(&self.config);
+                let new_heap =
+                    Heap::create(&self.config, self.purge_delay_ms.load(Ordering::Relaxed));
                 if new_heap.is_null() {
                     break;
                 }
                 // SAFETY: the new heap is ours alone until published.
-                let bound = unsafe { (*new_heap).lock.try_bind() };
+                let bound = unsafe { (*new_heap).lock().try_bind() };
                 debug_assert!(bound);
                 match self.heaps[index].compare_exchange(
                     ptr::null_mut(),
@@ -412,7 +446,8 @@ impl<const N: usize> Rulloc<N> {
                     Err(_) => unsafe { Heap::destroy(new_heap, true) },
                 }
             // SAFETY: published heaps live as long as `self`.
-            } else if unsafe { (*heap).lock.try_bind() } {
+            } else if unsafe { (*heap).lock().try_bind() } {
+                self.adoptions.fetch_add(1, Ordering::Relaxed);
                 chosen = heap;
                 break;
             }
@@ -426,8 +461,8 @@ impl<const N: usize> Rulloc<N> {
         }
         // SAFETY: `chosen` is published and bound to this thread.
         let heap = unsafe { &*chosen };
-        if !binding::register_exit(&heap.lock) {
-            heap.lock.unbind();
+        if !binding::register_exit(&heap.header) {
+            heap.lock().unbind();
             binding::set(Binding {
                 instance: NEVER_BIND,
                 heap: ptr::null(),
@@ -450,9 +485,9 @@ impl<const N: usize> Rulloc<N> {
         if !heap.is_null() {
             // SAFETY: published heaps live as long as `self`.
             let heap = unsafe { &*heap };
-            if heap.lock.try_lock() {
+            if heap.lock().try_lock() {
                 let result = f(heap);
-                heap.lock.unlock();
+                heap.lock().unlock();
                 return result;
             }
         }
@@ -468,12 +503,12 @@ impl<const N: usize> Rulloc<N> {
             let index = (hint + step) % MAX_HEAPS;
             let heap = self.heaps[index].load(Ordering::Acquire);
             // SAFETY: published heaps live as long as `self`.
-            if !heap.is_null() && unsafe { (*heap).lock.try_lock() } {
+            if !heap.is_null() && unsafe { (*heap).lock().try_lock() } {
                 hint::set(index);
                 // SAFETY: as above.
                 let heap = unsafe { &*heap };
                 let result = f(heap);
-                heap.lock.unlock();
+                heap.lock().unlock();
                 return result;
             }
         }
@@ -482,12 +517,12 @@ impl<const N: usize> Rulloc<N> {
             if !self.heaps[index].load(Ordering::Acquire).is_null() {
                 continue;
             }
-            let heap = Heap::create(&self.config);
+            let heap = Heap::create(&self.config, self.purge_delay_ms.load(Ordering::Relaxed));
             if heap.is_null() {
                 break;
             }
             // SAFETY: the new heap is ours alone until published.
-            let locked = unsafe { (*heap).lock.try_lock() };
+            let locked = unsafe { (*heap).lock().try_lock() };
             debug_assert!(locked);
             match self.heaps[index].compare_exchange(
                 ptr::null_mut(),
@@ -500,7 +535,7 @@ impl<const N: usize> Rulloc<N> {
                     // SAFETY: published, locked by us.
                     let heap = unsafe { &*heap };
                     let result = f(heap);
-                    heap.lock.unlock();
+                    heap.lock().unlock();
                     return result;
                 }
                 // SAFETY: never published, so never used.
@@ -515,9 +550,9 @@ impl<const N: usize> Rulloc<N> {
         }
         // SAFETY: published heaps live as long as `self`.
         let heap = unsafe { &*heap };
-        heap.lock.lock();
+        heap.lock().lock();
         let result = f(heap);
-        heap.lock.unlock();
+        heap.lock().unlock();
         result
     }
 
@@ -536,9 +571,9 @@ impl<const N: usize> Rulloc<N> {
             unsafe {
                 if heap.cast::<u8>().cast_const() == binding::current().heap {
                     (*heap).collect();
-                } else if (*heap).lock.lock_unless_bound() {
+                } else if (*heap).lock().lock_unless_bound() {
                     (*heap).collect();
-                    (*heap).lock.unlock();
+                    (*heap).lock().unlock();
                 }
             }
         }
@@ -552,6 +587,7 @@ impl<const N: usize> Rulloc<N> {
             map_calls: self.huge.map_calls.load(Ordering::Relaxed),
             unmap_calls: self.huge.unmap_calls.load(Ordering::Relaxed),
             huge_blocks: self.huge.count.load(Ordering::Relaxed),
+            heaps_adopted: self.adoptions.load(Ordering::Relaxed),
             ..Stats::default()
         };
         stats.segments = stats.huge_blocks;
@@ -573,6 +609,9 @@ impl<const N: usize> Rulloc<N> {
             stats.map_calls += counters.map_calls.load(Ordering::Relaxed);
             stats.unmap_calls += counters.unmap_calls.load(Ordering::Relaxed);
             stats.remote_frees += counters.remote_frees.load(Ordering::Relaxed);
+            stats.purge_calls += counters.purge_calls.load(Ordering::Relaxed);
+            stats.bytes_purged += counters.purged_bytes.load(Ordering::Relaxed);
+            stats.heaps_abandoned += counters.abandoned.load(Ordering::Relaxed);
         }
         stats
     }
@@ -586,7 +625,7 @@ impl<const N: usize> Rulloc<N> {
             // Bound heaps belong to their threads; a child never touches
             // the bound heaps of threads that do not exist in it.
             // SAFETY: published heaps live as long as `self`.
-            if !heap.is_null() && unsafe { (*heap).lock.lock_unless_bound() } {
+            if !heap.is_null() && unsafe { (*heap).lock().lock_unless_bound() } {
                 mask |= 1 << index;
             }
         }
@@ -613,7 +652,7 @@ impl<const N: usize> Rulloc<N> {
         for (index, slot) in self.heaps.iter().enumerate() {
             if mask & (1 << index) != 0 {
                 // SAFETY: the heap was published before prepare locked it.
-                unsafe { (*slot.load(Ordering::Acquire)).lock.force_unlock() };
+                unsafe { (*slot.load(Ordering::Acquire)).lock().force_unlock() };
             }
         }
     }
@@ -644,9 +683,10 @@ impl<const N: usize> Drop for Rulloc<N> {
                 continue;
             }
             // SAFETY: `&mut self`: no thread uses the heap any more. If
-            // another thread is still bound to it, that thread unbinds it
-            // when it exits, so that one page of heap metadata stays mapped.
-            unsafe { Heap::destroy(heap, !(*heap).lock.is_bound()) };
+            // another thread is still bound to it, the heap is orphaned: its
+            // segments go, but the page holding its lock stays mapped for
+            // that thread's exit hook (which then touches nothing else).
+            unsafe { Heap::destroy(heap, !(*heap).lock().orphan_if_bound()) };
         }
         self.huge.release_all();
     }

@@ -6,7 +6,8 @@
 //!   | instance: id of the Rulloc        |            | lock: BOUND              |
 //!   | heap:  ---------------------------+----------▶ | buckets, spans, ...      |
 //!   +-----------------------------------+            +--------------------------+
-//!   pthread key value: the same heap ──▶ destructor at thread exit: unbind
+//!   pthread key value: the same heap ──▶ destructor at thread exit:
+//!                                        collect and purge, then unbind
 //! ```
 //!
 //! The first allocator a thread allocates from binds one of its heaps to
@@ -53,7 +54,7 @@ mod imp {
     use core::ffi::c_void;
     use core::sync::atomic::{AtomicUsize, Ordering};
 
-    use crate::sync::SpinLock;
+    use crate::heap::HeapHeader;
 
     std::thread_local! {
         static CURRENT: Cell<Binding> =
@@ -103,12 +104,12 @@ mod imp {
         }
     }
 
-    /// Arranges for `lock` (the bound heap's lock) to be unbound when the
+    /// Arranges for the bound heap to be cleaned up and unbound when the
     /// calling thread exits. `false` if the OS refused.
-    pub(crate) fn register_exit(lock: *const SpinLock) -> bool {
+    pub(crate) fn register_exit(heap: *const HeapHeader) -> bool {
         let Some(key) = exit_key() else { return false };
         // SAFETY: storing a pointer value under a valid key.
-        unsafe { libc::pthread_setspecific(key, lock.cast()) == 0 }
+        unsafe { libc::pthread_setspecific(key, heap.cast()) == 0 }
     }
 
     /// Drops the calling thread's binding without unbinding the heap's lock
@@ -125,16 +126,25 @@ mod imp {
         }
     }
 
-    /// The pthread key destructor: the thread is exiting.
-    unsafe extern "C" fn on_thread_exit(lock: *mut c_void) {
+    /// The pthread key destructor: the thread is exiting. Its heap gives
+    /// back what it can (empty regions, dirty pages), then becomes free for
+    /// the next thread to adopt.
+    unsafe extern "C" fn on_thread_exit(heap: *mut c_void) {
         set(Binding {
             instance: NEVER_BIND,
             heap: ptr::null(),
         });
-        // SAFETY: the value registered is the lock of the heap this thread
-        // bound; heaps whose lock is BOUND are never unmapped, and the
-        // unbind store is our last access to it.
-        unsafe { (*lock.cast::<SpinLock>()).unbind() };
+        let heap = heap.cast::<HeapHeader>().cast_const();
+        // SAFETY: the value registered is the header of the heap this thread
+        // bound. A BOUND heap is never unmapped: if its allocator was
+        // dropped it is ORPHANED and `begin_exit` fails; otherwise we own it
+        // until the unlock, our last access.
+        unsafe {
+            if (*heap).lock.begin_exit() {
+                ((*heap).on_thread_exit)(heap);
+                (*heap).lock.unlock();
+            }
+        }
     }
 }
 
@@ -154,7 +164,7 @@ mod imp {
 
     pub(crate) fn set(_binding: Binding) {}
 
-    pub(crate) fn register_exit(_lock: *const crate::sync::SpinLock) -> bool {
+    pub(crate) fn register_exit(_heap: *const crate::heap::HeapHeader) -> bool {
         false
     }
 

@@ -52,6 +52,10 @@ pub(crate) struct HeapCounters {
     pub(crate) map_calls: AtomicUsize,
     pub(crate) unmap_calls: AtomicUsize,
     pub(crate) remote_frees: AtomicUsize,
+    pub(crate) purge_calls: AtomicUsize,
+    pub(crate) purged_bytes: AtomicUsize,
+    /// Times this heap was left by an exiting thread.
+    pub(crate) abandoned: AtomicUsize,
 }
 
 /// Adds to a counter only the lock holder writes: a plain load and store.
@@ -76,13 +80,27 @@ fn drop_by(counter: &AtomicUsize, delta: usize) {
 struct HeapLocal<const N: usize> {
     buckets: [Bucket; N],
     spans: SpanPool,
+    /// When the next dirty free span is due for purging (ms; 0: none).
+    next_purge_at: u64,
 }
 
-/// A heap; `#[repr(C)]` so that a segment's untyped owner pointer is the
-/// heap's address.
+/// The first, non-generic part of every heap: what a thread-exit hook needs
+/// without knowing the heap's bucket count.
+#[repr(C)]
+pub(crate) struct HeapHeader {
+    pub(crate) lock: SpinLock,
+    /// Run by the exit hook of the thread bound to this heap, while it still
+    /// owns it: reclaim and purge everything.
+    pub(crate) on_thread_exit: unsafe fn(*const HeapHeader),
+}
+
+/// A heap; `#[repr(C)]` so that a segment's untyped owner pointer, and the
+/// pointer a thread-exit hook holds, are the heap's address.
 #[repr(C)]
 pub(crate) struct Heap<const N: usize> {
-    pub(crate) lock: SpinLock,
+    pub(crate) header: HeapHeader,
+    /// How long (ms) free pages stay dirty before they are purged.
+    pub(crate) purge_delay_ms: AtomicUsize,
     /// Regions pushed by remote frees that found them [`crate::region::FULL`].
     delayed: DelayedStack,
     pub(crate) counters: HeapCounters,
@@ -99,7 +117,7 @@ fn heap_mapping_size<const N: usize>() -> usize {
 
 impl<const N: usize> Heap<N> {
     /// Maps and initialises a heap for `config`. Null if the OS refuses.
-    pub(crate) fn create(config: &Config<N>) -> *mut Heap<N> {
+    pub(crate) fn create(config: &Config<N>, purge_delay_ms: usize) -> *mut Heap<N> {
         let page = platform::page_size();
         let mapping_size = heap_mapping_size::<N>();
         let Some(mapping) = platform::map_aligned(mapping_size, page) else {
@@ -115,11 +133,19 @@ impl<const N: usize> Heap<N> {
         // SAFETY: a fresh page-aligned mapping large enough for a Heap<N>.
         unsafe {
             heap.write(Heap {
-                lock: SpinLock::new(),
+                header: HeapHeader {
+                    lock: SpinLock::new(),
+                    on_thread_exit: Self::on_thread_exit,
+                },
+                purge_delay_ms: AtomicUsize::new(purge_delay_ms),
                 delayed: DelayedStack::new(),
                 counters: HeapCounters::default(),
                 mapping_size,
-                local: UnsafeCell::new(HeapLocal { buckets, spans }),
+                local: UnsafeCell::new(HeapLocal {
+                    buckets,
+                    spans,
+                    next_purge_at: 0,
+                }),
             });
             bump(&(*heap).counters.map_calls, 1);
         }
@@ -143,6 +169,42 @@ impl<const N: usize> Heap<N> {
                 platform::unmap(mapping, (*heap).mapping_size, platform::page_size());
             }
         }
+    }
+
+    /// The exit hook of the thread bound to this heap.
+    ///
+    /// # Safety
+    ///
+    /// `header` heads a live `Heap<N>` the caller owns.
+    unsafe fn on_thread_exit(header: *const HeapHeader) {
+        // SAFETY: caller's contract; `Heap<N>` starts with its header.
+        unsafe {
+            let heap = &*header.cast::<Heap<N>>();
+            heap.collect();
+            heap.counters.abandoned.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The bucket a small region of this heap belongs to (no bounds check:
+    /// nothing in a free path may panic).
+    ///
+    /// # Safety
+    ///
+    /// Lock held; `region` is a small region of this heap, so its bucket
+    /// index was stored by this heap and is below `N`.
+    #[inline(always)]
+    unsafe fn bucket_of(&self, region: *mut Region) -> *mut Bucket {
+        // SAFETY: caller's contract.
+        unsafe {
+            let buckets = ptr::addr_of_mut!((*self.local()).buckets).cast::<Bucket>();
+            buckets.add((*region).bucket as usize)
+        }
+    }
+
+    /// The heap's lock.
+    #[inline(always)]
+    pub(crate) fn lock(&self) -> &SpinLock {
+        &self.header.lock
     }
 
     /// The lock holder's part. A raw pointer, not a reference: the heap's
@@ -186,6 +248,7 @@ impl<const N: usize> Heap<N> {
         // SAFETY: lock held; every region on our lists is ours.
         unsafe {
             self.process_delayed();
+            self.purge_if_due();
             let local = self.local();
             let block_size = (*local).buckets[bucket].block_size;
             loop {
@@ -254,15 +317,63 @@ impl<const N: usize> Heap<N> {
         span
     }
 
-    /// Gives a span back to the pool, recording any released segment.
+    /// Gives a span back to the pool, recording any released segment, and
+    /// schedules (or, with no delay, does) the purge of its pages.
     ///
     /// # Safety
     ///
     /// Lock held; `span` is a used span of this heap, on no list, dead.
     unsafe fn free_span(&self, span: *mut Region) {
         let mut events = SpanEvents::default();
-        // SAFETY: forwarded.
-        unsafe { (*self.local()).spans.free(span, &mut events) };
+        let now = platform::now_ms();
+        // SAFETY: forwarded; lock held.
+        unsafe {
+            (*self.local()).spans.free(span, now, &mut events);
+            self.record(&events);
+            let delay = self.purge_delay_ms.load(Ordering::Relaxed) as u64;
+            let local = self.local();
+            if delay == 0 || (*local).next_purge_at == 0 {
+                (*local).next_purge_at = now.saturating_add(delay).max(1);
+            }
+            self.purge_if_due();
+        }
+    }
+
+    /// Purges dirty free spans whose delay ran out, if any are due.
+    ///
+    /// # Safety
+    ///
+    /// Lock held.
+    unsafe fn purge_if_due(&self) {
+        // SAFETY: lock held.
+        unsafe {
+            let local = self.local();
+            let due = (*local).next_purge_at;
+            if due == 0 {
+                return;
+            }
+            let now = platform::now_ms();
+            if now >= due {
+                self.purge(now, self.purge_delay_ms.load(Ordering::Relaxed) as u64);
+            }
+        }
+    }
+
+    /// Purges every dirty free span older than `delay` as of `now`.
+    ///
+    /// # Safety
+    ///
+    /// Lock held.
+    unsafe fn purge(&self, now: u64, delay: u64) {
+        let mut events = SpanEvents::default();
+        // SAFETY: lock held.
+        unsafe {
+            let local = self.local();
+            (*local).next_purge_at = (*local)
+                .spans
+                .purge_expired(now, delay, &mut events)
+                .unwrap_or(0);
+        }
         self.record(&events);
     }
 
@@ -274,6 +385,10 @@ impl<const N: usize> Heap<N> {
         if events.unmapped > 0 {
             bump(&self.counters.unmap_calls, events.unmapped);
             drop_by(&self.counters.segments, events.unmapped);
+        }
+        if events.purges > 0 {
+            bump(&self.counters.purge_calls, events.purges);
+            bump(&self.counters.purged_bytes, events.purged_bytes);
         }
     }
 
@@ -331,7 +446,7 @@ impl<const N: usize> Heap<N> {
     unsafe fn free_small_slow(&self, region: *mut Region) {
         // SAFETY: lock held; the region and its bucket are ours.
         unsafe {
-            let state = &mut (*self.local()).buckets[(*region).bucket as usize];
+            let state = &mut *self.bucket_of(region);
             if (*region).in_full {
                 Region::clear_full(region);
                 list_remove(&mut state.full, region);
@@ -345,7 +460,7 @@ impl<const N: usize> Heap<N> {
                 self.process_delayed();
                 // process_delayed does not move queued regions, so `region`
                 // is still on the queue.
-                let state = &mut (*self.local()).buckets[(*region).bucket as usize];
+                let state = &mut *self.bucket_of(region);
                 list_remove(&mut state.queue, region);
                 self.retire_small(region);
             }
@@ -403,7 +518,7 @@ impl<const N: usize> Heap<N> {
                 let next = DelayedStack::next(region);
                 match (*region).kind {
                     RegionKind::Small if (*region).in_full => {
-                        let state = &mut (*self.local()).buckets[(*region).bucket as usize];
+                        let state = &mut *self.bucket_of(region);
                         list_remove(&mut state.full, region);
                         list_push_front(&mut state.queue, region);
                         (*region).in_full = false;
@@ -462,7 +577,7 @@ impl<const N: usize> Heap<N> {
             let mut events = SpanEvents::default();
             (*self.local())
                 .spans
-                .shrink(region, slots - wanted, &mut events);
+                .shrink(region, slots - wanted, platform::now_ms(), &mut events);
             self.record(&events);
             (*region).block_size -= removed;
             (*region).end = (*region).end.sub(removed);
@@ -496,11 +611,8 @@ impl<const N: usize> Heap<N> {
                     region = next;
                 }
             }
-            let mut events = SpanEvents::default();
-            let spans = &mut (*local).spans;
-            spans.release_cached(&mut events);
-            spans.purge_free_spans();
-            self.record(&events);
+            // Everything free is purged now, and the cached segment unmapped.
+            self.purge(u64::MAX, 0);
         }
     }
 

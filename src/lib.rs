@@ -20,7 +20,7 @@
 //!  Dynamic bucket         = allocations larger than the largest bucket
 //! ```
 //!
-//! Start reading at [`allocator`](crate::allocator), the public type; its
+//! Start reading at [`allocator`], the module of the public type; its
 //! documentation leads through every other module.
 //!
 //! # Usage
@@ -44,6 +44,9 @@
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+// The module docs are a guided tour of private internals; `cargo doc
+// --document-private-items` renders them, and CI checks their links.
+#![allow(rustdoc::private_intra_doc_links)]
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 // Under `--cfg loom` only the concurrent building blocks are compiled, with
@@ -70,7 +73,7 @@ mod stats;
 mod sync;
 
 #[cfg(not(loom))]
-pub use allocator::Rulloc;
+pub use allocator::{Rulloc, DEFAULT_PURGE_DELAY_MS};
 #[cfg(not(loom))]
 pub use bucket::{DEFAULT_BUCKET_COUNT, DEFAULT_BUCKET_SIZES, MAX_BUCKET_SIZE};
 #[cfg(not(loom))]

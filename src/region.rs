@@ -100,6 +100,10 @@ pub(crate) struct Region {
     pub(crate) prev: *mut Region,
     /// Link on the owner heap's delayed stack.
     pub(crate) delayed_next: AtomicPtr<Region>,
+    /// Free spans only: whether its pages may hold physical memory, and
+    /// since when (ms, see [`crate::platform::now_ms`]) it has been free.
+    pub(crate) dirty: bool,
+    pub(crate) freed_at: u64,
 }
 
 impl Region {
@@ -424,6 +428,8 @@ mod loom_models {
                     next: ptr::null_mut(),
                     prev: ptr::null_mut(),
                     delayed_next: AtomicPtr::new(ptr::null_mut()),
+                    dirty: false,
+                    freed_at: 0,
                 }),
                 delayed: DelayedStack::new(),
             })

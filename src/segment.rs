@@ -171,6 +171,8 @@ fn slot_start(segment: *mut Segment, slot: usize) -> *mut u8 {
 pub(crate) struct SpanEvents {
     pub(crate) mapped: usize,
     pub(crate) unmapped: usize,
+    pub(crate) purges: usize,
+    pub(crate) purged_bytes: usize,
 }
 
 /// A heap's free slots, over all of its segments.
@@ -183,6 +185,8 @@ pub(crate) struct SpanPool {
     pub(crate) segments: *mut Segment,
     /// One fully free segment kept mapped to absorb alloc/free waves.
     cached: *mut Segment,
+    /// When `cached` became free (ms).
+    cached_at: u64,
     /// The owning heap, recorded in every segment header.
     owner: *mut u8,
 }
@@ -194,6 +198,7 @@ impl SpanPool {
             bitmap: 0,
             segments: ptr::null_mut(),
             cached: ptr::null_mut(),
+            cached_at: 0,
             owner: ptr::null_mut(),
         }
     }
@@ -225,7 +230,8 @@ impl SpanPool {
             let segment = segment_of_region(span);
             let first = slot_index(segment, span);
             if bin > slots {
-                self.insert_free(segment, first + slots, bin - slots);
+                let (dirty, freed_at) = ((*span).dirty, (*span).freed_at);
+                self.insert_free(segment, first + slots, bin - slots, dirty, freed_at);
             }
             for i in 0..slots {
                 let descriptor = span.add(i);
@@ -244,14 +250,15 @@ impl SpanPool {
         slot_start(segment, slot_index(segment, region))
     }
 
-    /// Gives a span back, coalescing with free neighbours. A segment left
-    /// entirely free is cached (one per pool) or unmapped.
+    /// Gives a span back, coalescing with free neighbours. The span is
+    /// dirty (its pages were used) as of `now`. A segment left entirely free
+    /// is cached (one per pool) or unmapped.
     ///
     /// # Safety
     ///
     /// `span` is the first descriptor of a used span of this pool whose
     /// blocks are all dead, and it is on no list.
-    pub(crate) unsafe fn free(&mut self, span: *mut Region, events: &mut SpanEvents) {
+    pub(crate) unsafe fn free(&mut self, span: *mut Region, now: u64, events: &mut SpanEvents) {
         // SAFETY: descriptors of one of our segments; neighbours are found
         // through the tiling invariant.
         unsafe {
@@ -260,12 +267,18 @@ impl SpanPool {
             let mut count = (*span).slot_count as usize;
             (*span).kind = RegionKind::Unused;
             (*segment).free_slots += count;
+            // A merged span is dirty if any part is, and is as old as its
+            // youngest dirty part (purging waits for the whole span).
+            let mut freed_at = now;
             // Merge with the following span.
             let after = first + count;
             if after < SLOTS_PER_SEGMENT {
                 let next = slot_descriptor(segment, after);
                 if (*next).kind == RegionKind::FreeSpan {
                     let next_count = (*next).slot_count as usize;
+                    if (*next).dirty {
+                        freed_at = freed_at.max((*next).freed_at);
+                    }
                     self.unlink(next, next_count);
                     count += next_count;
                 }
@@ -275,16 +288,71 @@ impl SpanPool {
             let previous = (*last_of_previous).first;
             if (*previous).kind == RegionKind::FreeSpan {
                 let previous_count = (*previous).slot_count as usize;
+                if (*previous).dirty {
+                    freed_at = freed_at.max((*previous).freed_at);
+                }
                 self.unlink(previous, previous_count);
                 first -= previous_count;
                 count += previous_count;
             }
             if count == USABLE_SLOTS {
-                self.release_segment(segment, events);
+                self.release_segment(segment, now, events);
             } else {
-                self.insert_free(segment, first, count);
+                self.insert_free(segment, first, count, true, freed_at);
             }
         }
+    }
+
+    /// Purges the pages of every free span that has been dirty for at
+    /// least `delay` ms, and unmaps the cached empty segment once it has
+    /// been unused as long. Returns when the next purge is due (`None` if
+    /// nothing is left to purge).
+    pub(crate) fn purge_expired(
+        &mut self,
+        now: u64,
+        delay: u64,
+        events: &mut SpanEvents,
+    ) -> Option<u64> {
+        let mut next_due: Option<u64> = None;
+        let mut bins = self.bitmap;
+        while bins != 0 {
+            let bin = bins.trailing_zeros() as usize;
+            bins &= bins - 1;
+            let mut span = self.bins[bin];
+            while !span.is_null() {
+                // SAFETY: a free span of one of our segments holds nothing
+                // live; slots are page-aligned (SLOT_SIZE is a multiple of
+                // every supported page size).
+                unsafe {
+                    if (*span).dirty {
+                        let due = (*span).freed_at.saturating_add(delay);
+                        if due <= now {
+                            let bytes = bin * SLOT_SIZE;
+                            if platform::purge(
+                                NonNull::new_unchecked(Self::span_start(span)),
+                                bytes,
+                            ) {
+                                (*span).dirty = false;
+                                events.purges += 1;
+                                events.purged_bytes += bytes;
+                            }
+                        } else {
+                            next_due = Some(next_due.map_or(due, |d| d.min(due)));
+                        }
+                    }
+                    span = (*span).next;
+                }
+            }
+        }
+        if !self.cached.is_null() {
+            let due = self.cached_at.saturating_add(delay);
+            if due <= now {
+                self.release_cached(events);
+            } else {
+                next_due = Some(next_due.map_or(due, |d| d.min(due)));
+            }
+        }
+        next_due
     }
 
     /// Whether the span after `region` (in its segment) is free and has at
@@ -308,9 +376,10 @@ impl SpanPool {
                 return false;
             }
             let next_count = (*next).slot_count as usize;
+            let (dirty, freed_at) = ((*next).dirty, (*next).freed_at);
             self.unlink(next, next_count);
             if next_count > extra {
-                self.insert_free(segment, after + extra, next_count - extra);
+                self.insert_free(segment, after + extra, next_count - extra, dirty, freed_at);
             }
             for i in count..count + extra {
                 (*region.add(i)).first = region;
@@ -331,6 +400,7 @@ impl SpanPool {
         &mut self,
         region: *mut Region,
         fewer: usize,
+        now: u64,
         events: &mut SpanEvents,
     ) {
         // SAFETY: as in `free`.
@@ -343,7 +413,7 @@ impl SpanPool {
                 (*tail.add(i)).first = tail;
             }
             (*tail).kind = RegionKind::Unused;
-            self.free(tail, events);
+            self.free(tail, now, events);
         }
     }
 
@@ -366,24 +436,6 @@ impl SpanPool {
         self.bitmap = 0;
     }
 
-    /// Gives the physical memory of every free span back to the OS; the
-    /// address space stays mapped and reads as zero when reused.
-    pub(crate) fn purge_free_spans(&mut self) {
-        for bin in 1..SLOTS_PER_SEGMENT {
-            let mut span = self.bins[bin];
-            while !span.is_null() {
-                let start = Self::span_start(span);
-                // SAFETY: a free span of one of our segments holds nothing
-                // live; slots are page-aligned (SLOT_SIZE is a multiple of
-                // the page size).
-                unsafe {
-                    platform::purge(NonNull::new_unchecked(start), bin * SLOT_SIZE);
-                    span = (*span).next;
-                }
-            }
-        }
-    }
-
     /// Unmaps the cached empty segment, if any (collect / trim).
     pub(crate) fn release_cached(&mut self, events: &mut SpanEvents) {
         if !self.cached.is_null() {
@@ -394,6 +446,7 @@ impl SpanPool {
     }
 
     fn new_segment(&mut self, events: &mut SpanEvents) -> *mut Segment {
+        let reused = !self.cached.is_null();
         let segment = if self.cached.is_null() {
             let Some(mapping) = platform::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE) else {
                 return ptr::null_mut();
@@ -417,6 +470,12 @@ impl SpanPool {
         } else {
             core::mem::replace(&mut self.cached, ptr::null_mut())
         };
+        // A reused cached segment may hold dirty pages; a new one does not.
+        let (dirty, freed_at) = if reused {
+            (true, self.cached_at)
+        } else {
+            (false, 0)
+        };
         // SAFETY: the segment is ours and all its usable slots are free.
         unsafe {
             (*segment).free_slots = USABLE_SLOTS;
@@ -426,7 +485,7 @@ impl SpanPool {
                 (*self.segments).prev = segment;
             }
             self.segments = segment;
-            self.insert_free(segment, 1, USABLE_SLOTS);
+            self.insert_free(segment, 1, USABLE_SLOTS, dirty, freed_at);
         }
         segment
     }
@@ -435,12 +494,13 @@ impl SpanPool {
     ///
     /// `segment` is on this pool's list and entirely free (its one free
     /// span already unlinked).
-    unsafe fn release_segment(&mut self, segment: *mut Segment, events: &mut SpanEvents) {
+    unsafe fn release_segment(&mut self, segment: *mut Segment, now: u64, events: &mut SpanEvents) {
         // SAFETY: caller's contract.
         unsafe {
             self.unlink_segment(segment);
             if self.cached.is_null() {
                 self.cached = segment;
+                self.cached_at = now;
             } else {
                 unmap_segment(segment, events);
             }
@@ -470,12 +530,21 @@ impl SpanPool {
     /// # Safety
     ///
     /// Those slots are free and belong to no span on a list.
-    unsafe fn insert_free(&mut self, segment: *mut Segment, first: usize, count: usize) {
+    unsafe fn insert_free(
+        &mut self,
+        segment: *mut Segment,
+        first: usize,
+        count: usize,
+        dirty: bool,
+        freed_at: u64,
+    ) {
         // SAFETY: descriptors of our segment.
         unsafe {
             let span = slot_descriptor(segment, first);
             (*span).kind = RegionKind::FreeSpan;
             (*span).slot_count = count as u32;
+            (*span).dirty = dirty;
+            (*span).freed_at = freed_at;
             (*span).first = span;
             let last = slot_descriptor(segment, first + count - 1);
             (*last).first = span;

@@ -33,6 +33,14 @@ pub struct Stats {
     /// Frees that went through a region's `thread_free` list because
     /// another thread held the owner heap.
     pub remote_frees: usize,
+    /// Purge system calls (`madvise`/`MEM_DECOMMIT`) made so far.
+    pub purge_calls: usize,
+    /// Bytes of free pages given back to the OS by purging, so far.
+    pub bytes_purged: usize,
+    /// Heaps left behind by exiting threads, so far.
+    pub heaps_abandoned: usize,
+    /// Heaps taken over by a new thread after their thread exited, so far.
+    pub heaps_adopted: usize,
 }
 
 impl fmt::Display for Stats {
@@ -46,6 +54,10 @@ impl fmt::Display for Stats {
         writeln!(f, "  heaps       {:>14}", self.heaps)?;
         writeln!(f, "  map calls   {:>14}", self.map_calls)?;
         writeln!(f, "  unmap calls {:>14}", self.unmap_calls)?;
-        writeln!(f, "  remote frees{:>14}", self.remote_frees)
+        writeln!(f, "  remote frees{:>14}", self.remote_frees)?;
+        writeln!(f, "  purge calls {:>14}", self.purge_calls)?;
+        writeln!(f, "  purged      {:>14} bytes", self.bytes_purged)?;
+        writeln!(f, "  abandoned   {:>14} heaps", self.heaps_abandoned)?;
+        writeln!(f, "  adopted     {:>14} heaps", self.heaps_adopted)
     }
 }

@@ -33,6 +33,9 @@ pub(crate) mod atomic {
 const FREE: u8 = 0;
 const LOCKED: u8 = 1;
 const BOUND: u8 = 2;
+/// The allocator was dropped while a thread was bound: the heap's memory is
+/// gone but for the page holding this lock, which nobody may lock again.
+const ORPHANED: u8 = 3;
 
 /// A lock word with no data attached; the data it guards lives beside it.
 #[derive(Debug)]
@@ -129,9 +132,34 @@ impl SpinLock {
         self.state.store(FREE, Ordering::Release);
     }
 
-    /// Whether some thread has bound the lock.
-    pub(crate) fn is_bound(&self) -> bool {
-        self.state.load(Ordering::Acquire) == BOUND
+    /// The bound owner is exiting: BOUND becomes LOCKED so the exit hook
+    /// can clean up, then [`SpinLock::unlock`]. `false` if the allocator
+    /// was dropped meanwhile (the heap is ORPHANED: touch nothing).
+    pub(crate) fn begin_exit(&self) -> bool {
+        self.state
+            .compare_exchange(BOUND, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// The allocator is being dropped: waits out a running exit hook, then
+    /// orphans the heap if a thread is still bound to it. Returns `true`
+    /// when the heap was orphaned (its lock's page must stay mapped).
+    pub(crate) fn orphan_if_bound(&self) -> bool {
+        loop {
+            match self.state.load(Ordering::Acquire) {
+                BOUND => {
+                    if self
+                        .state
+                        .compare_exchange(BOUND, ORPHANED, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        return true;
+                    }
+                }
+                LOCKED => yield_now(),
+                _ => return false,
+            }
+        }
     }
 }
 

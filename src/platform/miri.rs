@@ -39,3 +39,10 @@ pub(crate) unsafe fn purge(ptr: NonNull<u8>, size: usize) -> bool {
 pub(crate) unsafe fn remap_in_place(_ptr: NonNull<u8>, _old: usize, _new: usize) -> bool {
     false
 }
+
+pub(crate) fn now_ms() -> u64 {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}

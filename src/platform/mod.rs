@@ -16,12 +16,12 @@
 //!
 //! Backends:
 //!
-//! * [`unix`]: `mmap` more than asked for, then `munmap` the misaligned head
+//! * `unix`: `mmap` more than asked for, then `munmap` the misaligned head
 //!   and the tail (Linux also has [`remap_in_place`] through `mremap`).
-//! * [`windows`]: `VirtualAlloc` cannot release part of a reservation, so it
+//! * `windows`: `VirtualAlloc` cannot release part of a reservation, so it
 //!   reserves `size + align`, releases it, and maps again exactly at the
 //!   aligned address inside it, retrying if another thread raced for it.
-//! * [`miri`]: under `cfg(miri)`, mappings are `std::alloc::System`
+//! * `miri`: under `cfg(miri)`, mappings are `std::alloc::System`
 //!   allocations with the requested alignment, so Miri checks the real data
 //!   structures on top of them.
 //!
@@ -114,6 +114,12 @@ pub(crate) const CAN_UNMAP_PART: bool = backend::CAN_UNMAP_PART;
 pub(crate) unsafe fn purge(ptr: NonNull<u8>, size: usize) -> bool {
     // SAFETY: forwarded from the caller.
     unsafe { backend::purge(ptr, size) }
+}
+
+/// Milliseconds on a monotonic clock (for purge delays). Reading it does
+/// not allocate.
+pub(crate) fn now_ms() -> u64 {
+    backend::now_ms()
 }
 
 /// Grows or shrinks the mapping at `ptr` from `old_size` to `new_size` bytes

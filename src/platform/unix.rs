@@ -90,3 +90,13 @@ pub(crate) unsafe fn remap_in_place(ptr: NonNull<u8>, old_size: usize, new_size:
         false
     }
 }
+
+pub(crate) fn now_ms() -> u64 {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `time` is a valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut time) };
+    time.tv_sec as u64 * 1000 + time.tv_nsec as u64 / 1_000_000
+}

@@ -11,7 +11,7 @@ use core::ptr::{self, NonNull};
 use windows_sys::Win32::System::Memory::{
     VirtualAlloc, VirtualFree, MEM_COMMIT, MEM_DECOMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_READWRITE,
 };
-use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
+use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, GetTickCount64, SYSTEM_INFO};
 
 pub(crate) const CAN_UNMAP_PART: bool = false;
 
@@ -75,4 +75,9 @@ pub(crate) unsafe fn purge(ptr: NonNull<u8>, size: usize) -> bool {
 
 pub(crate) unsafe fn remap_in_place(_ptr: NonNull<u8>, _old: usize, _new: usize) -> bool {
     false
+}
+
+pub(crate) fn now_ms() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { GetTickCount64() }
 }
