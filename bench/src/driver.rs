@@ -843,15 +843,16 @@ fn commit() -> String {
             "--",
             "src",
             "bench",
+            // Not Cargo.lock: the peers' versions are listed separately,
+            // as resolved when the binaries were built.
             "Cargo.toml",
-            "Cargo.lock",
         ],
     )
     .is_some();
     format!(
         "{hash} ({subject}){}",
         if dirty {
-            ", with uncommitted changes in src/, bench/ or the manifests"
+            ", with uncommitted changes in src/, bench/ or Cargo.toml"
         } else {
             ""
         }
