@@ -204,11 +204,28 @@ fn ratio_matrix(out: &mut String, report: &Report, title: &str, metric: fn(&Stat
             .collect();
         let _ = writeln!(out, "| {} | {} |", case.id, cells.join(" | "));
     }
-    let means: Vec<String> = per_alloc
+    let geomeans: Vec<Option<f64>> = per_alloc.iter().map(|xs| geomean(xs)).collect();
+    let best = geomeans
         .iter()
-        .map(|xs| match geomean(xs) {
-            Some(g) if xs.len() == report.cases.len() => format!("**{g:.2}**"),
-            Some(g) => format!("**{g:.2}** ({} of {})", xs.len(), report.cases.len()),
+        .flatten()
+        .copied()
+        .fold(f64::INFINITY, f64::min);
+    let means: Vec<String> = geomeans
+        .iter()
+        .zip(&per_alloc)
+        .map(|(g, xs)| match g {
+            Some(g) => {
+                let value = if *g <= best * 1.0001 {
+                    format!("**{g:.2}**")
+                } else {
+                    format!("{g:.2}")
+                };
+                if xs.len() == report.cases.len() {
+                    value
+                } else {
+                    format!("{value} ({} of {})", xs.len(), report.cases.len())
+                }
+            }
             None => "n/a".to_string(),
         })
         .collect();
