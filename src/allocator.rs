@@ -45,6 +45,7 @@ use crate::binding::{self, Binding, BINDING, NEVER_BIND, UNBOUND};
 use crate::bucket::{Config, DEFAULT_BUCKET_COUNT, DEFAULT_BUCKET_SIZES};
 use crate::heap::{owner_of, Heap};
 use crate::large::{huge_usable_size, HugeList, LARGE_MAX_SIZE};
+use crate::misuse;
 use crate::region::{Region, RegionKind};
 use crate::segment::{self, region_of, segment_of, SegmentKind, SEGMENT_SIZE, SLOT_SIZE};
 use crate::stats::Stats;
@@ -207,6 +208,7 @@ impl<const N: usize> Rulloc<N> {
     #[inline]
     pub unsafe fn deallocate_bytes(&self, ptr: *mut u8) {
         if !ptr.is_null() {
+            checked_segment_of(ptr, "free of invalid pointer");
             // SAFETY: forwarded.
             unsafe { self.deallocate_non_null(ptr) }
         }
@@ -219,11 +221,16 @@ impl<const N: usize> Rulloc<N> {
     /// `ptr` was returned by this allocator and not freed since.
     #[inline(always)]
     unsafe fn deallocate_non_null(&self, ptr: *mut u8) {
-        let segment = segment_of(ptr);
-        // SAFETY: a live block's segment header is mapped and its kind and
-        // owner never change while the block lives.
+        let segment = if cfg!(feature = "secure") {
+            checked_segment_of(ptr, "free of invalid pointer")
+        } else {
+            segment_of(ptr)
+        };
+        // SAFETY: the segment map says the header is mapped; a live block's
+        // segment kind and owner never change while the block lives.
         unsafe {
             if (*segment).kind == SegmentKind::Huge {
+                check_huge_start(segment, ptr, "free of invalid pointer");
                 self.huge.free(segment);
                 return;
             }
@@ -250,7 +257,7 @@ impl<const N: usize> Rulloc<N> {
     ///
     /// `ptr` was returned by this allocator and not freed since.
     pub unsafe fn usable_size(&self, ptr: *const u8) -> usize {
-        let segment = segment_of(ptr);
+        let segment = checked_segment_of(ptr, "usable size of invalid pointer");
         // SAFETY: as in `deallocate_bytes`; a live block's region fields
         // that describe it are stable while it lives.
         unsafe {
@@ -271,11 +278,12 @@ impl<const N: usize> Rulloc<N> {
     ///
     /// `ptr` was returned by this allocator and not freed since.
     pub unsafe fn reallocate_bytes(&self, ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
-        let segment = segment_of(ptr);
+        let segment = checked_segment_of(ptr, "realloc of invalid pointer");
         let aligned = ptr.addr() & (align - 1) == 0;
         // SAFETY: as in `deallocate_bytes`.
         unsafe {
             if (*segment).kind == SegmentKind::Huge {
+                check_huge_start(segment, ptr, "realloc of invalid pointer");
                 let usable = huge_usable_size(segment);
                 let stay_huge = new_size > LARGE_MAX_SIZE || align > SLOT_SIZE;
                 if aligned && stay_huge && self.huge.resize_in_place(segment, new_size) {
@@ -284,6 +292,7 @@ impl<const N: usize> Rulloc<N> {
                 return self.move_block(ptr, usable, new_size, align);
             }
             let region = region_of(segment, ptr);
+            check_block(region, ptr, "realloc of invalid pointer");
             let usable = (*region).block_size;
             if aligned {
                 let in_place = match (*region).kind {
@@ -655,6 +664,54 @@ impl<const N: usize> Rulloc<N> {
                 unsafe { (*slot.load(Ordering::Acquire)).lock().force_unlock() };
             }
         }
+    }
+}
+
+/// The segment of `ptr`, or a fatal error `what` if no live Rulloc segment
+/// holds it (a wild, stack or foreign pointer, or an unmapped huge block).
+#[inline(always)]
+fn checked_segment_of(ptr: *const u8, what: &str) -> *mut segment::Segment {
+    let segment = segment_of(ptr);
+    if !misuse::is_segment(segment.addr()) {
+        misuse::fatal(what, ptr);
+    }
+    segment
+}
+
+/// A huge block is only ever freed at its start.
+///
+/// # Safety
+///
+/// `segment` is a live huge segment.
+#[inline]
+unsafe fn check_huge_start(segment: *mut segment::Segment, ptr: *const u8, what: &str) {
+    // SAFETY: caller's contract.
+    let start = unsafe { segment.cast::<u8>().add((*segment).huge_offset) };
+    if start.cast_const() != ptr {
+        misuse::fatal(what, ptr);
+    }
+}
+
+/// Full validation of a block pointer (used off the fast path: realloc):
+/// its region is live, and `ptr` is one of its blocks' starts.
+///
+/// # Safety
+///
+/// `region` is the descriptor `region_of` gave for `ptr` in a live segment.
+unsafe fn check_block(region: *mut Region, ptr: *const u8, what: &str) {
+    // SAFETY: descriptors of a live segment are readable.
+    let valid = unsafe {
+        match (*region).kind {
+            RegionKind::Small => {
+                let offset = ptr.addr().wrapping_sub((*region).start.addr());
+                ptr.addr() < (*region).end.addr() && offset % (*region).block_size == 0
+            }
+            RegionKind::Large => ptr == (*region).start.cast_const(),
+            _ => false,
+        }
+    };
+    if !valid {
+        misuse::fatal(what, ptr);
     }
 }
 

@@ -34,6 +34,7 @@ use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::misuse;
 use crate::platform;
 pub(crate) use crate::segment::LARGE_MAX_SIZE;
 use crate::segment::{self, round_up, Segment, SegmentKind, SEGMENT_SIZE};
@@ -115,7 +116,7 @@ impl HugeList {
             }
             segment = base.as_ptr().wrapping_add(header_at).cast::<Segment>();
         }
-        let _ = segment.expose_provenance();
+        misuse::register_segment(segment.expose_provenance());
         // SAFETY: the header lies in the fresh zeroed mapping.
         unsafe {
             (*segment).kind = SegmentKind::Huge;

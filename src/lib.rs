@@ -64,6 +64,8 @@ mod heap;
 #[cfg(not(loom))]
 mod large;
 #[cfg(not(loom))]
+mod misuse;
+#[cfg(not(loom))]
 mod platform;
 mod region;
 #[cfg(not(loom))]

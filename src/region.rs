@@ -183,22 +183,6 @@ impl Region {
         }
     }
 
-    /// Pushes a block back on the owner-local free list.
-    ///
-    /// # Safety
-    ///
-    /// `block` belongs to `region`, is live, and the caller holds the owner
-    /// heap.
-    #[inline(always)]
-    pub(crate) unsafe fn push_local(region: *mut Region, block: *mut u8) {
-        // SAFETY: caller's contract.
-        unsafe {
-            block::set_next(block.cast(), (*region).free);
-            (*region).free = block.cast();
-            (*region).used -= 1;
-        }
-    }
-
     /// Frees `block` from a thread that does not hold the owner heap: one
     /// CAS onto `thread_free`. Returns `true` when this free took the region
     /// off [`FULL`], in which case the caller must push the region on the

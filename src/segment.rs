@@ -43,6 +43,7 @@
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
 
+use crate::misuse;
 use crate::platform;
 use crate::region::{Region, RegionKind};
 
@@ -453,7 +454,7 @@ impl SpanPool {
             };
             events.mapped += 1;
             let segment = mapping.as_ptr().cast::<Segment>();
-            let _ = segment.expose_provenance();
+            misuse::register_segment(segment.expose_provenance());
             // SAFETY: a fresh zeroed mapping large enough for the header.
             unsafe {
                 (*segment).kind = SegmentKind::Regions;
@@ -587,6 +588,7 @@ impl SpanPool {
 ///
 /// `segment` is live, on no list, and nothing in it is used any more.
 pub(crate) unsafe fn unmap_segment(segment: *mut Segment, events: &mut SpanEvents) {
+    misuse::unregister_segment(segment.addr());
     // SAFETY: caller's contract; the header records the mapping exactly.
     unsafe {
         let (mapping, size, align) = (

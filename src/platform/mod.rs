@@ -134,3 +134,13 @@ pub(crate) unsafe fn remap_in_place(ptr: NonNull<u8>, old_size: usize, new_size:
     // SAFETY: forwarded from the caller.
     unsafe { backend::remap_in_place(ptr, old_size, new_size) }
 }
+
+/// Writes `bytes` to the standard error stream, without allocating.
+pub(crate) fn write_stderr(bytes: &[u8]) {
+    backend::write_stderr(bytes)
+}
+
+/// Ends the process abnormally (SIGABRT on Unix).
+pub(crate) fn abort() -> ! {
+    backend::abort()
+}

@@ -81,3 +81,28 @@ pub(crate) fn now_ms() -> u64 {
     // SAFETY: no preconditions.
     unsafe { GetTickCount64() }
 }
+
+pub(crate) fn write_stderr(bytes: &[u8]) {
+    use windows_sys::Win32::Storage::FileSystem::WriteFile;
+    use windows_sys::Win32::System::Console::{GetStdHandle, STD_ERROR_HANDLE};
+    // SAFETY: writing initialised bytes to the process's stderr handle.
+    unsafe {
+        let handle = GetStdHandle(STD_ERROR_HANDLE);
+        let mut written = 0u32;
+        WriteFile(
+            handle,
+            bytes.as_ptr(),
+            bytes.len() as u32,
+            &mut written,
+            core::ptr::null_mut(),
+        );
+    }
+}
+
+pub(crate) fn abort() -> ! {
+    extern "C" {
+        fn abort() -> !;
+    }
+    // SAFETY: the C runtime's abort has no preconditions.
+    unsafe { abort() }
+}
