@@ -350,6 +350,24 @@ impl<const N: usize> Rulloc<N> {
         }
     }
 
+    /// Secure build: a sized deallocation must name a layout the block can
+    /// hold (its size fits the block, its alignment divides the address).
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is a block of this allocator (validated again here).
+    #[cold]
+    unsafe fn check_layout(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: usable_size validates `ptr` itself.
+        let usable = unsafe { self.usable_size(ptr) };
+        if layout.size() > usable || ptr.addr() & (layout.align() - 1) != 0 {
+            misuse::fatal(
+                "dealloc with a layout that does not match the block at",
+                ptr,
+            );
+        }
+    }
+
     /// Allocates a new block, copies, frees the old one.
     ///
     /// # Safety
@@ -758,9 +776,14 @@ unsafe impl<const N: usize> GlobalAlloc for Rulloc<N> {
     }
 
     #[inline]
-    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: GlobalAlloc's contract: ptr came from this allocator.
-        unsafe { self.deallocate_non_null(ptr) }
+        unsafe {
+            if crate::block::SECURE {
+                self.check_layout(ptr, layout);
+            }
+            self.deallocate_non_null(ptr)
+        }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
@@ -799,9 +822,14 @@ unsafe impl<const N: usize> Allocator for Rulloc<N> {
     }
 
     #[inline]
-    unsafe fn deallocate(&self, ptr: NonNull<u8>, _layout: Layout) {
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: Allocator's contract: ptr is currently allocated here.
-        unsafe { self.deallocate_non_null(ptr.as_ptr()) }
+        unsafe {
+            if crate::block::SECURE {
+                self.check_layout(ptr.as_ptr(), layout);
+            }
+            self.deallocate_non_null(ptr.as_ptr())
+        }
     }
 
     unsafe fn grow(
@@ -936,9 +964,9 @@ mod tests {
             blocks.push(a.allocate_bytes(32, 8));
         }
         let stats = a.stats();
-        // 32 MB of blocks in 4 MiB segments of 63 usable slots: 8 segments,
+        // 32 MB of blocks in 4 MiB segments of 63 usable slots: 8 segments
         // plus the heap's own mapping.
-        let expected = (count * 32).div_ceil(63 * SLOT_SIZE) + 1;
+        let expected = (count * 32).div_ceil(segment::USABLE_SLOTS * SLOT_SIZE) + 1;
         assert_eq!(stats.map_calls, expected, "{stats:?}");
         assert_eq!(stats.bytes_in_use, count * 32);
         for block in blocks {

@@ -35,25 +35,46 @@ pub(crate) struct Block {
     pub(crate) next: *mut Block,
 }
 
-/// Reads the link of a free block.
+/// Whether this is the hardened build (`secure` feature): free-list links
+/// are then stored XOR-ed with a per-region random key, so a stray write
+/// over a free block turns into a detected corruption, not a controlled
+/// pointer.
+pub(crate) const SECURE: bool = cfg!(feature = "secure");
+
+/// Reads the link of a free block (decoding it with the region's `key` in
+/// the secure build).
 ///
 /// # Safety
 ///
 /// `block` is a free block of a live region (at least one word, aligned).
-#[inline]
-pub(crate) unsafe fn next_of(block: *mut Block) -> *mut Block {
+#[inline(always)]
+pub(crate) unsafe fn next_of(block: *mut Block, key: usize) -> *mut Block {
     // SAFETY: free blocks are word-aligned and at least a word long; their
     // first word is the link (caller's contract).
-    unsafe { ptr::addr_of!((*block).next).read() }
+    unsafe {
+        if SECURE {
+            let stored = block.cast::<usize>().read();
+            ptr::with_exposed_provenance_mut(stored ^ key)
+        } else {
+            ptr::addr_of!((*block).next).read()
+        }
+    }
 }
 
-/// Writes the link of a block that is being freed.
+/// Writes the link of a block that is being freed (encoded with the
+/// region's `key` in the secure build).
 ///
 /// # Safety
 ///
 /// `block` is a block of a live region that nobody else uses.
-#[inline]
-pub(crate) unsafe fn set_next(block: *mut Block, next: *mut Block) {
+#[inline(always)]
+pub(crate) unsafe fn set_next(block: *mut Block, next: *mut Block, key: usize) {
     // SAFETY: see `next_of`; the block is ours to write.
-    unsafe { ptr::addr_of_mut!((*block).next).write(next) }
+    unsafe {
+        if SECURE {
+            block.cast::<usize>().write(next.expose_provenance() ^ key);
+        } else {
+            ptr::addr_of_mut!((*block).next).write(next);
+        }
+    }
 }

@@ -113,7 +113,12 @@ pub(crate) struct Heap<const N: usize> {
 
 /// Bytes of the mapping that holds a `Heap<N>`.
 fn heap_mapping_size<const N: usize>() -> usize {
-    round_up(size_of::<Heap<N>>(), platform::page_size())
+    let guard = if crate::block::SECURE {
+        platform::page_size()
+    } else {
+        0
+    };
+    round_up(size_of::<Heap<N>>(), platform::page_size()) + guard
 }
 
 impl<const N: usize> Heap<N> {
@@ -149,6 +154,11 @@ impl<const N: usize> Heap<N> {
                 }),
             });
             bump(&(*heap).counters.map_calls, 1);
+            if crate::block::SECURE {
+                // A guard page after the heap's metadata.
+                let guard = mapping.as_ptr().add(mapping_size - page);
+                platform::protect_none(NonNull::new_unchecked(guard), page);
+            }
         }
         heap
     }
@@ -429,11 +439,14 @@ impl<const N: usize> Heap<N> {
                 let head = (*region).free;
                 let used = (*region).used;
                 // Cheap double-free check: the block was just freed (it
-                // heads the free list).
+                // heads the free list). The secure build checks every free.
                 if block.cast() == head {
                     misuse::fatal("double free of", block);
                 }
-                crate::block::set_next(block.cast(), head);
+                if crate::block::SECURE {
+                    Region::set_live(region, block, false, "double free of");
+                }
+                crate::block::set_next(block.cast(), head, (*region).key);
                 (*region).free = block.cast();
                 (*region).used = used.wrapping_sub(1);
                 drop_by(&self.counters.bytes_in_use, (*region).block_size);

@@ -82,6 +82,35 @@ pub(crate) fn is_segment(segment: usize) -> bool {
     (word.load(Ordering::Relaxed) >> (index % WORD_BITS)) & 1 != 0
 }
 
+/// State of the key generator (secure build): seeded from the clock and
+/// an address the first time, then advanced by a Weyl sequence.
+static KEY_STATE: AtomicUsize = AtomicUsize::new(0);
+
+/// A random-looking word for free-list keys and allocation order, mixed
+/// with `salt` (an address). Not cryptographic; unpredictable enough that a
+/// heap overflow cannot forge an encoded link without reading one.
+pub(crate) fn random_key(salt: usize) -> usize {
+    const WEYL: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut state = KEY_STATE.load(Ordering::Relaxed);
+    if state == 0 {
+        let local = 0u8;
+        let seed = (crate::platform::now_ms() as usize)
+            ^ core::ptr::addr_of!(local).addr().rotate_left(17)
+            ^ (random_key as fn(usize) -> usize as usize);
+        let _ = KEY_STATE.compare_exchange(0, seed | 1, Ordering::Relaxed, Ordering::Relaxed);
+        state = KEY_STATE.load(Ordering::Relaxed);
+    }
+    let state = KEY_STATE
+        .fetch_add(WEYL as usize, Ordering::Relaxed)
+        .wrapping_add(state)
+        ^ salt;
+    // splitmix64 finaliser.
+    let mut z = state as u64;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) as usize
+}
+
 /// Stops the process: one line on stderr naming the error and the
 /// address, then `abort()`. Never allocates.
 #[cold]

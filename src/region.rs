@@ -104,7 +104,18 @@ pub(crate) struct Region {
     /// since when (ms, see [`crate::platform::now_ms`]) it has been free.
     pub(crate) dirty: bool,
     pub(crate) freed_at: u64,
+    /// Secure build: the key free-list links are encoded with (0 otherwise).
+    pub(crate) key: usize,
+    /// Secure build: one bit per block, set while the block is allocated
+    /// (stored at the start of the region; null otherwise).
+    pub(crate) live: *mut AtomicUsize,
+    /// `2^42 / block_size + 1`: `offset * reciprocal >> 42` is
+    /// `offset / block_size` for every offset inside a segment.
+    pub(crate) reciprocal: u64,
 }
+
+/// The shift that goes with [`Region::reciprocal`].
+const RECIPROCAL_SHIFT: u32 = 42;
 
 impl Region {
     /// Turns a freshly allocated span into a region of `block_size` blocks.
@@ -120,7 +131,25 @@ impl Region {
         block_size: usize,
         bucket: u16,
     ) {
-        let capacity = span_bytes / block_size;
+        let mut capacity = span_bytes / block_size;
+        let mut start = start;
+        let mut key = 0;
+        let mut live = ptr::null_mut();
+        if block::SECURE {
+            // The live bitmap takes whole blocks at the start, so every
+            // block keeps its natural alignment.
+            let words = capacity.div_ceil(usize::BITS as usize);
+            let bitmap_bytes = words * core::mem::size_of::<usize>();
+            let reserved = bitmap_bytes.div_ceil(block_size);
+            live = start.cast::<AtomicUsize>();
+            // SAFETY: the bitmap lies inside the caller's span.
+            unsafe {
+                start.write_bytes(0, bitmap_bytes);
+                start = start.add(reserved * block_size);
+            }
+            capacity -= reserved;
+            key = crate::misuse::random_key(region.addr()) | 1;
+        }
         // SAFETY: caller's contract: the descriptor is ours.
         unsafe {
             (*region).free = ptr::null_mut();
@@ -136,6 +165,70 @@ impl Region {
             (*region).bucket = bucket;
             (*region).next = ptr::null_mut();
             (*region).prev = ptr::null_mut();
+            (*region).key = key;
+            (*region).live = live;
+            (*region).reciprocal = (1u64 << RECIPROCAL_SHIFT) / block_size as u64 + 1;
+        }
+    }
+
+    /// Secure build: whether `block` is the start of one of the region's
+    /// blocks, and its index.
+    ///
+    /// # Safety
+    ///
+    /// `region` is a live small region.
+    #[inline]
+    pub(crate) unsafe fn block_index(region: *mut Region, block: *const u8) -> Option<usize> {
+        // SAFETY: immutable fields of a live region.
+        unsafe {
+            let start = (*region).start.addr();
+            if block.addr() < start || block.addr() >= (*region).end.addr() {
+                return None;
+            }
+            let offset = (block.addr() - start) as u64;
+            let index = (offset * (*region).reciprocal) >> RECIPROCAL_SHIFT;
+            (index * (*region).block_size as u64 == offset).then_some(index as usize)
+        }
+    }
+
+    /// Secure build: flips the live bit of `block` to `live`, stopping the
+    /// process with `what` if it already had that value (a block handed out
+    /// twice, or freed twice) or if `block` is not one of the region's.
+    ///
+    /// # Safety
+    ///
+    /// `region` is a live small region of the secure build.
+    #[cold]
+    pub(crate) unsafe fn set_live(region: *mut Region, block: *const u8, live: bool, what: &str) {
+        // SAFETY: forwarded; the bitmap covers every block index.
+        unsafe {
+            let Some(index) = Self::block_index(region, block) else {
+                crate::misuse::fatal("free of invalid pointer", block);
+            };
+            let bits = usize::BITS as usize;
+            let word = &*(*region).live.add(index / bits);
+            let bit = 1usize << (index % bits);
+            let before = if live {
+                word.fetch_or(bit, Ordering::Relaxed)
+            } else {
+                word.fetch_and(!bit, Ordering::Relaxed)
+            };
+            if (before & bit != 0) == live {
+                crate::misuse::fatal(what, block);
+            }
+        }
+    }
+
+    /// Secure build: a decoded link must be null or a block of the region.
+    ///
+    /// # Safety
+    ///
+    /// `region` is a live small region.
+    #[inline]
+    unsafe fn check_link(region: *mut Region, link: *mut Block) {
+        // SAFETY: forwarded.
+        if !link.is_null() && unsafe { Self::block_index(region, link.cast()) }.is_none() {
+            crate::misuse::fatal("corrupted free list in region", region.cast());
         }
     }
 
@@ -176,7 +269,12 @@ impl Region {
         unsafe {
             let block = (*region).free;
             if !block.is_null() {
-                (*region).free = block::next_of(block);
+                let next = block::next_of(block, (*region).key);
+                if block::SECURE {
+                    Self::check_link(region, next);
+                    Self::set_live(region, block.cast(), true, "corrupted free list at");
+                }
+                (*region).free = next;
                 (*region).used += 1;
             }
             block.cast()
@@ -195,6 +293,12 @@ impl Region {
         // SAFETY: `thread_free` is only ever accessed atomically; the block
         // is ours to write until the CAS publishes it.
         let thread_free = unsafe { &(*region).thread_free };
+        // SAFETY: immutable fields of a live region.
+        let key = unsafe { (*region).key };
+        if block::SECURE && unsafe { (*region).kind } == RegionKind::Small {
+            // SAFETY: a small region of the secure build.
+            unsafe { Self::set_live(region, block, false, "double free of") };
+        }
         let mut current = thread_free.load(Ordering::Relaxed);
         loop {
             let was_full = current == FULL;
@@ -204,7 +308,7 @@ impl Region {
                 current as *mut Block
             };
             // SAFETY: see above.
-            unsafe { block::set_next(block.cast(), next) };
+            unsafe { block::set_next(block.cast(), next, key) };
             match thread_free.compare_exchange_weak(
                 current,
                 block as usize,
@@ -234,9 +338,13 @@ impl Region {
             }
             let mut block = thread_free.swap(0, Ordering::Acquire) as *mut Block;
             let mut count = 0;
+            let key = (*region).key;
             while !block.is_null() {
-                let next = block::next_of(block);
-                block::set_next(block, (*region).free);
+                let next = block::next_of(block, key);
+                if block::SECURE && (*region).kind == RegionKind::Small {
+                    Self::check_link(region, next);
+                }
+                block::set_next(block, (*region).free, key);
                 (*region).free = block;
                 block = next;
                 count += 1;
@@ -262,15 +370,35 @@ impl Region {
             }
             let count = available.min((EXTEND_BYTES / size).max(1));
             let first = (*region).bump;
-            // Link first -> first+size -> ... -> last -> old free list.
-            let mut block = first;
-            for _ in 1..count {
-                let next = block.add(size);
-                block::set_next(block.cast(), next.cast());
-                block = next;
+            let key = (*region).key;
+            if block::SECURE && count > 1 {
+                // Randomised order: visit the batch with a random start and
+                // a stride coprime to its length.
+                let random = crate::misuse::random_key(first.addr());
+                let stride = [3, 5, 7, 11, 13, 17, 19, 23]
+                    .into_iter()
+                    .find(|&p| count % p != 0)
+                    .unwrap_or(1);
+                let mut index = random % count;
+                let mut head = (*region).free;
+                for _ in 0..count {
+                    let block = first.add(index * size).cast::<Block>();
+                    block::set_next(block, head, key);
+                    head = block;
+                    index = (index + stride) % count;
+                }
+                (*region).free = head;
+            } else {
+                // Link first -> first+size -> ... -> last -> old free list.
+                let mut block = first;
+                for _ in 1..count {
+                    let next = block.add(size);
+                    block::set_next(block.cast(), next.cast(), key);
+                    block = next;
+                }
+                block::set_next(block.cast(), (*region).free, key);
+                (*region).free = first.cast();
             }
-            block::set_next(block.cast(), (*region).free);
-            (*region).free = first.cast();
             (*region).bump = first.add(count * size);
             true
         }
@@ -414,6 +542,9 @@ mod loom_models {
                     delayed_next: AtomicPtr::new(ptr::null_mut()),
                     dirty: false,
                     freed_at: 0,
+                    key: 0,
+                    live: ptr::null_mut(),
+                    reciprocal: 0,
                 }),
                 delayed: DelayedStack::new(),
             })
@@ -435,7 +566,7 @@ mod loom_models {
         while !block.is_null() {
             blocks.push(block as usize);
             // SAFETY: free blocks hold a valid link.
-            block = unsafe { crate::block::next_of(block) };
+            block = unsafe { crate::block::next_of(block, 0) };
         }
         blocks
     }

@@ -27,8 +27,8 @@
 //! with a bitmap of non-empty bins, so finding the smallest span that fits
 //! is one `trailing_zeros`: O(1) (the seed's TODO on free block search).
 //! Freed spans coalesce with free neighbours; a segment whose slots are all
-//! free is released (one empty segment per heap is kept to avoid thrashing
-//! the OS).
+//! free is cached (a few per heap, so waves of frees and allocations do not
+//! thrash the OS) and unmapped once it stayed unused for the purge delay.
 //!
 //! A *huge* segment (see [`crate::large`]) is a mapping of its own holding
 //! one block; it has the same header so lookups treat both kinds alike.
@@ -60,12 +60,17 @@ pub(crate) const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
 pub(crate) const SEGMENT_MASK: usize = SEGMENT_SIZE - 1;
 /// Slots in a segment, header slot included.
 pub(crate) const SLOTS_PER_SEGMENT: usize = SEGMENT_SIZE / SLOT_SIZE;
-/// Slots available to regions (all but the header slot).
-pub(crate) const USABLE_SLOTS: usize = SLOTS_PER_SEGMENT - 1;
+/// Slots available to regions: all but the header slot, and in the secure
+/// build also the last slot, which ends in a guard page.
+pub(crate) const USABLE_SLOTS: usize = SLOTS_PER_SEGMENT - 1 - crate::block::SECURE as usize;
 /// The largest span the dynamic bucket carves inside segments (2 MiB);
 /// larger blocks get a mapping of their own (a huge segment).
 pub(crate) const LARGE_MAX_SLOTS: usize = 32;
 pub(crate) const LARGE_MAX_SIZE: usize = LARGE_MAX_SLOTS * SLOT_SIZE;
+/// Empty segments a heap keeps mapped (32 MiB of address space; their pages
+/// are purged on the usual delay): a program that frees and reallocates a
+/// few MiB in waves does not map and unmap on every wave.
+pub(crate) const CACHED_SEGMENTS: usize = 8;
 
 /// What a segment is.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -93,6 +98,8 @@ pub(crate) struct Segment {
     pub(crate) prev: *mut Segment,
     /// Free slots (`Regions` segments).
     pub(crate) free_slots: usize,
+    /// When the segment became entirely free (ms; cached segments).
+    pub(crate) freed_at: u64,
     /// Huge block: offset from the segment base and usable size.
     pub(crate) huge_offset: usize,
     pub(crate) huge_size: usize,
@@ -184,10 +191,11 @@ pub(crate) struct SpanPool {
     bitmap: u64,
     /// Segments of this heap (doubly linked), for drop and collect.
     pub(crate) segments: *mut Segment,
-    /// One fully free segment kept mapped to absorb alloc/free waves.
+    /// Fully free segments kept mapped to absorb alloc/free waves (linked
+    /// through `next`, most recent first, at most [`CACHED_SEGMENTS`]); each
+    /// is unmapped once it has stayed unused for the purge delay.
     cached: *mut Segment,
-    /// When `cached` became free (ms).
-    cached_at: u64,
+    cached_count: usize,
     /// The owning heap, recorded in every segment header.
     owner: *mut u8,
 }
@@ -199,7 +207,7 @@ impl SpanPool {
             bitmap: 0,
             segments: ptr::null_mut(),
             cached: ptr::null_mut(),
-            cached_at: 0,
+            cached_count: 0,
             owner: ptr::null_mut(),
         }
     }
@@ -253,7 +261,7 @@ impl SpanPool {
 
     /// Gives a span back, coalescing with free neighbours. The span is
     /// dirty (its pages were used) as of `now`. A segment left entirely free
-    /// is cached (one per pool) or unmapped.
+    /// is cached (up to [`CACHED_SEGMENTS`]) or unmapped.
     ///
     /// # Safety
     ///
@@ -305,7 +313,7 @@ impl SpanPool {
     }
 
     /// Purges the pages of every free span that has been dirty for at
-    /// least `delay` ms, and unmaps the cached empty segment once it has
+    /// least `delay` ms, and unmaps cached empty segments once they have
     /// been unused as long. Returns when the next purge is due (`None` if
     /// nothing is left to purge).
     pub(crate) fn purge_expired(
@@ -345,12 +353,22 @@ impl SpanPool {
                 }
             }
         }
-        if !self.cached.is_null() {
-            let due = self.cached_at.saturating_add(delay);
-            if due <= now {
-                self.release_cached(events);
-            } else {
-                next_due = Some(next_due.map_or(due, |d| d.min(due)));
+        // Cached segments, most recent first: unmap the expired tail.
+        let mut link: *mut *mut Segment = &mut self.cached;
+        // SAFETY: cached segments are unused mappings of this pool, linked
+        // through `next`.
+        unsafe {
+            while !(*link).is_null() {
+                let segment = *link;
+                let due = (*segment).freed_at.saturating_add(delay);
+                if due <= now {
+                    *link = (*segment).next;
+                    self.cached_count -= 1;
+                    unmap_segment(segment, events);
+                } else {
+                    next_due = Some(next_due.map_or(due, |d| d.min(due)));
+                    link = &mut (*segment).next;
+                }
             }
         }
         next_due
@@ -428,22 +446,23 @@ impl SpanPool {
                 self.unlink_segment(segment);
                 unmap_segment(segment, events);
             }
-            if !self.cached.is_null() {
-                unmap_segment(self.cached, events);
-                self.cached = ptr::null_mut();
-            }
         }
+        self.release_cached(events);
         self.bins = [ptr::null_mut(); SLOTS_PER_SEGMENT];
         self.bitmap = 0;
     }
 
-    /// Unmaps the cached empty segment, if any (collect / trim).
+    /// Unmaps every cached empty segment (collect / trim).
     pub(crate) fn release_cached(&mut self, events: &mut SpanEvents) {
-        if !self.cached.is_null() {
-            // SAFETY: the cached segment is an unused mapping of this pool.
-            unsafe { unmap_segment(self.cached, events) };
-            self.cached = ptr::null_mut();
+        while !self.cached.is_null() {
+            let segment = self.cached;
+            // SAFETY: cached segments are unused mappings of this pool.
+            unsafe {
+                self.cached = (*segment).next;
+                unmap_segment(segment, events);
+            }
         }
+        self.cached_count = 0;
     }
 
     fn new_segment(&mut self, events: &mut SpanEvents) -> *mut Segment {
@@ -466,14 +485,22 @@ impl SpanPool {
                 (*header).kind = RegionKind::Header;
                 (*header).slot_count = 1;
                 (*header).first = header;
+                if crate::block::SECURE {
+                    add_guard_pages(segment);
+                }
             }
             segment
         } else {
-            core::mem::replace(&mut self.cached, ptr::null_mut())
+            let segment = self.cached;
+            // SAFETY: a cached segment of this pool.
+            self.cached = unsafe { (*segment).next };
+            self.cached_count -= 1;
+            segment
         };
         // A reused cached segment may hold dirty pages; a new one does not.
         let (dirty, freed_at) = if reused {
-            (true, self.cached_at)
+            // SAFETY: as above.
+            (true, unsafe { (*segment).freed_at })
         } else {
             (false, 0)
         };
@@ -499,9 +526,11 @@ impl SpanPool {
         // SAFETY: caller's contract.
         unsafe {
             self.unlink_segment(segment);
-            if self.cached.is_null() {
+            if self.cached_count < CACHED_SEGMENTS {
+                (*segment).freed_at = now;
+                (*segment).next = self.cached;
                 self.cached = segment;
-                self.cached_at = now;
+                self.cached_count += 1;
             } else {
                 unmap_segment(segment, events);
             }
@@ -599,4 +628,29 @@ pub(crate) unsafe fn unmap_segment(segment: *mut Segment, events: &mut SpanEvent
         platform::unmap(NonNull::new_unchecked(mapping), size, align);
     }
     events.unmapped += 1;
+}
+
+/// Secure build: the rest of the header slot after the header, and the
+/// last page of the segment, become guard pages: a linear overflow out of
+/// the last region, or into the header from below, faults.
+///
+/// # Safety
+///
+/// `segment` is a fresh `Regions` segment whose last slot is unused.
+unsafe fn add_guard_pages(segment: *mut Segment) {
+    let page = platform::page_size();
+    let base = segment.cast::<u8>();
+    let header_end = header_size();
+    // SAFETY: both ranges are page aligned, inside the segment, and never
+    // used (the header ends before `header_end`; the last slot is outside
+    // USABLE_SLOTS).
+    unsafe {
+        if header_end < SLOT_SIZE {
+            platform::protect_none(
+                NonNull::new_unchecked(base.add(header_end)),
+                SLOT_SIZE - header_end,
+            );
+        }
+        platform::protect_none(NonNull::new_unchecked(base.add(SEGMENT_SIZE - page)), page);
+    }
 }

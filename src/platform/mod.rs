@@ -144,3 +144,15 @@ pub(crate) fn write_stderr(bytes: &[u8]) {
 pub(crate) fn abort() -> ! {
     backend::abort()
 }
+
+/// Makes pages inaccessible (guard pages in the secure build). Returns
+/// whether the OS accepted.
+///
+/// # Safety
+///
+/// The range is page aligned, inside one live mapping, and nothing will
+/// access it until it is unmapped.
+pub(crate) unsafe fn protect_none(ptr: NonNull<u8>, size: usize) -> bool {
+    // SAFETY: forwarded from the caller.
+    unsafe { backend::protect_none(ptr, size) }
+}

@@ -117,3 +117,8 @@ pub(crate) fn abort() -> ! {
     // SAFETY: no preconditions.
     unsafe { libc::abort() }
 }
+
+pub(crate) unsafe fn protect_none(ptr: NonNull<u8>, size: usize) -> bool {
+    // SAFETY: the caller passes unused, page-aligned pages of a live mapping.
+    unsafe { libc::mprotect(ptr.as_ptr().cast(), size, libc::PROT_NONE) == 0 }
+}

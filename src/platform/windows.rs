@@ -106,3 +106,10 @@ pub(crate) fn abort() -> ! {
     // SAFETY: the C runtime's abort has no preconditions.
     unsafe { abort() }
 }
+
+pub(crate) unsafe fn protect_none(ptr: NonNull<u8>, size: usize) -> bool {
+    use windows_sys::Win32::System::Memory::{VirtualProtect, PAGE_NOACCESS};
+    let mut old = 0u32;
+    // SAFETY: the caller passes unused, page-aligned pages of a live mapping.
+    unsafe { VirtualProtect(ptr.as_ptr().cast(), size, PAGE_NOACCESS, &mut old) != 0 }
+}
