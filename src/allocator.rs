@@ -244,7 +244,7 @@ impl<const N: usize> Rulloc<N> {
                 (*heap).lock().unlock();
             } else {
                 if Region::push_remote(region, ptr) {
-                    (*heap).push_delayed(region);
+                    (*heap).push_delayed(ptr);
                 }
                 (*heap).count_remote_free();
             }

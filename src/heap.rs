@@ -27,8 +27,8 @@
 //! * Everything in `local`, and every region and segment the heap owns, is
 //!   touched only by the lock holder (except the atomics documented in
 //!   [`crate::region`]).
-//! * The delayed stack is drained before a small region is retired, so a
-//!   retired region is never found on it.
+//! * A block on the delayed stack still counts as used in its region, so a
+//!   region is never retired while one of its blocks waits there.
 //! * Counters are written only by the lock holder (a relaxed load and store,
 //!   not a read-modify-write), except `remote_frees`.
 
@@ -434,18 +434,34 @@ impl<const N: usize> Heap<N> {
         // SAFETY: lock held; region is ours.
         unsafe {
             if (*region).kind == RegionKind::Small {
-                // Read the fields before writing the block's link: the
-                // compiler cannot know the block does not alias them.
-                let head = (*region).free;
-                let used = (*region).used;
                 // Cheap double-free check: the block was just freed (it
                 // heads the free list). The secure build checks every free.
-                if block.cast() == head {
+                if block.cast() == (*region).free {
                     misuse::fatal("double free of", block);
                 }
                 if crate::block::SECURE {
                     Region::set_live(region, block, false, "double free of");
                 }
+            }
+            self.free_owned(region, block);
+        }
+    }
+
+    /// The owner's free, once the block is known to be freed exactly once.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Heap::free_local`], and the secure build's live bit of the
+    /// block is already clear.
+    #[inline(always)]
+    unsafe fn free_owned(&self, region: *mut Region, block: *mut u8) {
+        // SAFETY: lock held; region is ours.
+        unsafe {
+            if (*region).kind == RegionKind::Small {
+                // Read the fields before writing the block's link: the
+                // compiler cannot know the block does not alias them.
+                let head = (*region).free;
+                let used = (*region).used;
                 crate::block::set_next(block.cast(), head, (*region).key);
                 (*region).free = block.cast();
                 (*region).used = used.wrapping_sub(1);
@@ -487,9 +503,6 @@ impl<const N: usize> Heap<N> {
             // allocates one block in a loop must not map and unmap a span
             // each time.
             if (*region).used == 0 && !(*region).prev.is_null() {
-                self.process_delayed();
-                // process_delayed does not move queued regions, so `region`
-                // is still on the queue.
                 let state = &mut *self.bucket_of(region);
                 list_remove(&mut state.queue, region);
                 self.retire_small(region);
@@ -499,8 +512,7 @@ impl<const N: usize> Heap<N> {
 
     /// # Safety
     ///
-    /// Lock held; `region` is an empty small region on no list, and not on
-    /// the delayed stack.
+    /// Lock held; `region` is an empty small region on no list.
     unsafe fn retire_small(&self, region: *mut Region) {
         // SAFETY: forwarded.
         unsafe { self.free_span(region) };
@@ -516,16 +528,16 @@ impl<const N: usize> Heap<N> {
         drop_by(&self.counters.regions, 1);
     }
 
-    /// Pushes a region on the delayed stack (called by the remote free that
-    /// took it off FULL; see [`crate::region`]).
+    /// Pushes a block freed into a region parked FULL on the delayed stack
+    /// (see [`crate::region`]).
     ///
     /// # Safety
     ///
-    /// `region` belongs to this heap and was just taken off FULL by the
-    /// caller, so no one else pushes it.
-    pub(crate) unsafe fn push_delayed(&self, region: *mut Region) {
+    /// `block` is a live block of this heap whose remote free just took its
+    /// region off FULL (so the block is in no list).
+    pub(crate) unsafe fn push_delayed(&self, block: *mut u8) {
         // SAFETY: forwarded.
-        unsafe { self.delayed.push(region) }
+        unsafe { self.delayed.push(block) }
     }
 
     /// Counts a free that went through `thread_free`.
@@ -534,33 +546,24 @@ impl<const N: usize> Heap<N> {
         self.counters.remote_frees.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Takes every region off the delayed stack: full small regions go back
-    /// to the front of their queue; large blocks freed remotely are retired.
+    /// Frees, as the owner, every block other threads freed into regions
+    /// parked FULL: their regions go back to the queue (or, for large
+    /// blocks, are retired).
     ///
     /// # Safety
     ///
     /// Lock held.
     unsafe fn process_delayed(&self) {
-        let mut region = self.delayed.take_all();
-        // SAFETY: lock held; regions on our delayed stack are ours.
+        let mut block = self.delayed.take_all();
+        // SAFETY: lock held; blocks on our delayed stack are live blocks of
+        // our regions whose free is not finished yet.
         unsafe {
-            while !region.is_null() {
-                let next = DelayedStack::next(region);
-                match (*region).kind {
-                    RegionKind::Small if (*region).in_full => {
-                        let state = &mut *self.bucket_of(region);
-                        list_remove(&mut state.full, region);
-                        list_push_front(&mut state.queue, region);
-                        (*region).in_full = false;
-                    }
-                    RegionKind::Large => {
-                        Region::collect(region);
-                        drop_by(&self.counters.bytes_in_use, (*region).block_size);
-                        self.retire_large(region);
-                    }
-                    _ => {}
-                }
-                region = next;
+            while !block.is_null() {
+                let next = DelayedStack::next(block);
+                let block_ptr = block.cast::<u8>();
+                let region = segment::region_of(segment::segment_of(block_ptr), block_ptr);
+                self.free_owned(region, block_ptr);
+                block = next;
             }
         }
     }

@@ -65,6 +65,17 @@ mod heap;
 mod large;
 #[cfg(not(loom))]
 mod misuse;
+/// Under loom the models only need misuse reports to fail loudly.
+#[cfg(loom)]
+mod misuse {
+    pub(crate) fn fatal(what: &str, _address: *const u8) -> ! {
+        panic!("rulloc: fatal: {what}")
+    }
+
+    pub(crate) fn random_key(salt: usize) -> usize {
+        salt
+    }
+}
 #[cfg(not(loom))]
 mod platform;
 mod region;

@@ -23,18 +23,19 @@
 //! Invariants:
 //!
 //! * Only the thread holding the owner heap's lock touches any field except
-//!   `thread_free` (and `delayed_next` while the region sits on the heap's
-//!   delayed stack, see below).
+//!   `thread_free`.
 //! * `used` counts blocks handed out and not yet returned *to the owner*:
 //!   blocks sitting in `thread_free` still count, so `used == 0` implies
 //!   `thread_free` holds no block.
 //! * `thread_free` is either a list of blocks, or exactly [`FULL`]: the owner
 //!   sets it to `FULL` (from empty) when it moves the region to its bucket's
-//!   full list. The first remote free that sees `FULL` replaces it with its
-//!   block and pushes the region on the owner heap's delayed stack, so the
-//!   owner learns the region has room again without scanning full lists.
-//!   Because only that one free clears `FULL`, a region is on the delayed
-//!   stack at most once.
+//!   full list. The first remote free that sees `FULL` clears it and pushes
+//!   its *block* (not the region) on the owner heap's [`DelayedStack`]; the
+//!   owner frees those blocks as its own, which moves their regions back to
+//!   the queue, so it learns a region has room again without scanning full
+//!   lists. Blocks are unique, so nothing is ever on the stack twice, and a
+//!   stale entry cannot exist: a region's state is only ever decided by the
+//!   owner when it frees the block.
 //! * `bump..end` is never-used memory: blocks are carved from it lazily,
 //!   a page's worth at a time, so a fresh region costs no writes until used.
 
@@ -98,8 +99,6 @@ pub(crate) struct Region {
     /// Links in the bucket queue, the full list, or a span bin.
     pub(crate) next: *mut Region,
     pub(crate) prev: *mut Region,
-    /// Link on the owner heap's delayed stack.
-    pub(crate) delayed_next: AtomicPtr<Region>,
     /// Free spans only: whether its pages may hold physical memory, and
     /// since when (ms, see [`crate::platform::now_ms`]) it has been free.
     pub(crate) dirty: bool,
@@ -282,9 +281,9 @@ impl Region {
     }
 
     /// Frees `block` from a thread that does not hold the owner heap: one
-    /// CAS onto `thread_free`. Returns `true` when this free took the region
-    /// off [`FULL`], in which case the caller must push the region on the
-    /// owner heap's delayed stack.
+    /// CAS onto `thread_free`. Returns `true` when the region was parked
+    /// [`FULL`]: then this call cleared the mark instead of pushing, and the
+    /// caller must push `block` on the owner heap's [`DelayedStack`].
     ///
     /// # Safety
     ///
@@ -294,28 +293,34 @@ impl Region {
         // is ours to write until the CAS publishes it.
         let thread_free = unsafe { &(*region).thread_free };
         // SAFETY: immutable fields of a live region.
-        let key = unsafe { (*region).key };
-        if block::SECURE && unsafe { (*region).kind } == RegionKind::Small {
+        let (key, kind) = unsafe { ((*region).key, (*region).kind) };
+        if block::SECURE && kind == RegionKind::Small {
             // SAFETY: a small region of the secure build.
             unsafe { Self::set_live(region, block, false, "double free of") };
         }
         let mut current = thread_free.load(Ordering::Relaxed);
         loop {
-            let was_full = current == FULL;
-            let next = if was_full {
-                ptr::null_mut()
-            } else {
-                current as *mut Block
-            };
+            if current == FULL {
+                match thread_free.compare_exchange_weak(
+                    FULL,
+                    0,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return true,
+                    Err(seen) => current = seen,
+                }
+                continue;
+            }
             // SAFETY: see above.
-            unsafe { block::set_next(block.cast(), next, key) };
+            unsafe { block::set_next(block.cast(), current as *mut Block, key) };
             match thread_free.compare_exchange_weak(
                 current,
                 block as usize,
                 Ordering::Release,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return was_full,
+                Ok(_) => return false,
                 Err(seen) => current = seen,
             }
         }
@@ -440,11 +445,12 @@ impl Region {
     }
 }
 
-/// A heap's stack of regions that were parked [`FULL`] and have since
-/// received a remote free (Treiber stack, push-only for other threads;
-/// the owner takes the whole stack with one swap, so there is no ABA).
+/// A heap's stack of blocks freed by other threads into regions that were
+/// parked [`FULL`] (Treiber stack: other threads only push; the owner takes
+/// the whole stack with one swap, so there is no ABA). Links are the
+/// blocks' first words, unencoded.
 pub(crate) struct DelayedStack {
-    head: AtomicPtr<Region>,
+    head: AtomicPtr<Block>,
 }
 
 impl DelayedStack {
@@ -454,25 +460,22 @@ impl DelayedStack {
         }
     }
 
-    /// Pushes `region`.
+    /// Pushes `block`.
     ///
     /// # Safety
     ///
-    /// `region` is live and was just taken off [`FULL`] by the caller (see
-    /// [`Region::push_remote`]), so nobody else pushes it until the owner
-    /// has taken it off the stack.
-    pub(crate) unsafe fn push(&self, region: *mut Region) {
-        // SAFETY: `delayed_next` is ours until the CAS publishes the region.
-        let link = unsafe { &(*region).delayed_next };
+    /// `block` is a live block being freed by the caller (see
+    /// [`Region::push_remote`]); nobody else uses it.
+    pub(crate) unsafe fn push(&self, block: *mut u8) {
+        let block = block.cast::<Block>();
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
-            link.store(head, Ordering::Relaxed);
-            match self.head.compare_exchange_weak(
-                head,
-                region,
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
+            // SAFETY: the block is ours until the CAS publishes it.
+            unsafe { ptr::addr_of_mut!((*block).next).write(head) };
+            match self
+                .head
+                .compare_exchange_weak(head, block, Ordering::Release, Ordering::Relaxed)
+            {
                 Ok(_) => return,
                 Err(seen) => head = seen,
             }
@@ -480,22 +483,22 @@ impl DelayedStack {
     }
 
     /// Takes the whole stack (owner only); walk it with [`DelayedStack::next`].
-    pub(crate) fn take_all(&self) -> *mut Region {
+    pub(crate) fn take_all(&self) -> *mut Block {
         if self.head.load(Ordering::Relaxed).is_null() {
             return ptr::null_mut();
         }
         self.head.swap(ptr::null_mut(), Ordering::Acquire)
     }
 
-    /// The region after `region` in a stack returned by
-    /// [`DelayedStack::take_all`].
+    /// The block after `block` in a stack returned by
+    /// [`DelayedStack::take_all`]. Read it before freeing `block`.
     ///
     /// # Safety
     ///
-    /// `region` came from such a stack.
-    pub(crate) unsafe fn next(region: *mut Region) -> *mut Region {
-        // SAFETY: the push that published `region` wrote its link first.
-        unsafe { (*region).delayed_next.load(Ordering::Relaxed) }
+    /// `block` came from such a stack.
+    pub(crate) unsafe fn next(block: *mut Block) -> *mut Block {
+        // SAFETY: the push that published `block` wrote its link first.
+        unsafe { ptr::addr_of!((*block).next).read() }
     }
 }
 
@@ -539,7 +542,6 @@ mod loom_models {
                     bucket: 0,
                     next: ptr::null_mut(),
                     prev: ptr::null_mut(),
-                    delayed_next: AtomicPtr::new(ptr::null_mut()),
                     dirty: false,
                     freed_at: 0,
                     key: 0,
@@ -617,8 +619,19 @@ mod loom_models {
         });
     }
 
+    /// Counts the blocks on a stack taken from the delayed stack.
+    fn count_delayed(mut block: *mut Block) -> u32 {
+        let mut count = 0;
+        while !block.is_null() {
+            count += 1;
+            // SAFETY: a stack taken from `DelayedStack`.
+            block = unsafe { DelayedStack::next(block) };
+        }
+        count
+    }
+
     #[test]
-    fn loom_a_full_region_reaches_the_delayed_stack_exactly_once() {
+    fn loom_frees_into_a_full_region_are_never_lost() {
         loom::model(|| {
             let shared = Shared::new(2);
             // SAFETY: owner parks its region.
@@ -632,36 +645,29 @@ mod loom_models {
                 .map(|&block| {
                     let shared = shared.clone();
                     thread::spawn(move || {
-                        // SAFETY: each block freed once; the region is pushed
-                        // only by the free that took it off FULL.
+                        // SAFETY: each block freed once; the free that took
+                        // the region off FULL hands its block to the owner.
                         unsafe {
                             if Region::push_remote(shared.region(), block as *mut u8) {
-                                shared.delayed.push(shared.region());
+                                shared.delayed.push(block as *mut u8);
                             }
                         }
                     })
                 })
                 .collect();
             thread::yield_now();
-            let mut seen = 0;
-            let mut region = shared.delayed.take_all();
-            while !region.is_null() {
-                seen += 1;
-                // SAFETY: taken from the stack.
-                region = unsafe { DelayedStack::next(region) };
-            }
+            let mut delayed = count_delayed(shared.delayed.take_all());
             for remote in remotes {
                 remote.join().unwrap();
             }
-            let mut region = shared.delayed.take_all();
-            while !region.is_null() {
-                seen += 1;
-                // SAFETY: taken from the stack.
-                region = unsafe { DelayedStack::next(region) };
-            }
-            assert_eq!(seen, 1, "pushed exactly once");
+            delayed += count_delayed(shared.delayed.take_all());
             // SAFETY: owner, all threads joined.
-            assert_eq!(unsafe { Region::collect(shared.region()) }, 2);
+            let collected = unsafe { Region::collect(shared.region()) };
+            assert_eq!(delayed, 1, "exactly one free clears FULL");
+            assert_eq!(collected + delayed, 2, "every block reaches the owner");
+            // SAFETY: owner, joined.
+            let left = unsafe { (*shared.region()).thread_free.load(Ordering::Relaxed) };
+            assert_eq!(left, 0);
             release(&blocks);
         });
     }
@@ -679,7 +685,7 @@ mod loom_models {
                     // SAFETY: the block is freed once, remotely.
                     unsafe {
                         if Region::push_remote(shared.region(), block as *mut u8) {
-                            shared.delayed.push(shared.region());
+                            shared.delayed.push(block as *mut u8);
                         }
                     }
                 })
@@ -689,14 +695,13 @@ mod loom_models {
             // SAFETY: owner.
             unsafe { Region::clear_full(shared.region()) };
             remote.join().unwrap();
-            let pushed = !shared.delayed.take_all().is_null();
+            let delayed = count_delayed(shared.delayed.take_all());
             // SAFETY: owner, joined.
             let collected = unsafe { Region::collect(shared.region()) };
-            assert_eq!(collected, 1, "the remote block is never lost");
+            assert_eq!(collected + delayed, 1, "the remote block is never lost");
             // SAFETY: owner, joined.
             let left = unsafe { (*shared.region()).thread_free.load(Ordering::Relaxed) };
             assert_eq!(left, 0, "no stale FULL mark is left behind");
-            let _ = pushed;
             release(&[block]);
         });
     }
