@@ -293,6 +293,12 @@ impl<const N: usize> Rulloc<N> {
             }
             let region = region_of(segment, ptr);
             check_block(region, ptr, "realloc of invalid pointer");
+            if crate::block::SECURE
+                && (*region).kind == RegionKind::Small
+                && !Region::is_live(region, ptr)
+            {
+                misuse::fatal("realloc of freed pointer", ptr);
+            }
             let usable = (*region).block_size;
             if aligned {
                 let in_place = match (*region).kind {

@@ -218,6 +218,24 @@ impl Region {
         }
     }
 
+    /// Secure build: whether `block` is one of the region's blocks and
+    /// currently allocated.
+    ///
+    /// # Safety
+    ///
+    /// `region` is a live small region of the secure build.
+    pub(crate) unsafe fn is_live(region: *mut Region, block: *const u8) -> bool {
+        // SAFETY: forwarded; the bitmap covers every block index.
+        unsafe {
+            let Some(index) = Self::block_index(region, block) else {
+                return false;
+            };
+            let bits = usize::BITS as usize;
+            let word = &*(*region).live.add(index / bits);
+            word.load(Ordering::Relaxed) & (1 << (index % bits)) != 0
+        }
+    }
+
     /// Secure build: a decoded link must be null or a block of the region.
     ///
     /// # Safety
