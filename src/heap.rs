@@ -498,6 +498,13 @@ impl<const N: usize> Heap<N> {
                 list_remove(&mut state.full, region);
                 list_push_front(&mut state.queue, region);
                 (*region).in_full = false;
+                // An empty region is kept only while it heads the queue:
+                // the one it just lost its place to is retired.
+                let displaced = (*region).next;
+                if !displaced.is_null() && (*displaced).used == 0 {
+                    list_remove(&mut state.queue, displaced);
+                    self.retire_small(displaced);
+                }
             }
             // Keep the head region of the queue: a program that frees and
             // allocates one block in a loop must not map and unmap a span

@@ -99,6 +99,26 @@ fn rss_falls_after_a_one_gigabyte_peak() {
         "after the delay: {after_delay} bytes; {:?}",
         ALLOCATOR.stats()
     );
+    // A single thread that stays alive: with no purge delay, freeing in
+    // allocation order gives the pages back as regions empty (each region
+    // is moved to the head of its queue by its first free; an empty one
+    // must not stay behind it).
+    ALLOCATOR.set_purge_delay_ms(0);
+    let blocks: Vec<Box<[u8]>> = (0..400_000)
+        .map(|i| vec![i as u8; 512].into_boxed_slice())
+        .collect();
+    let peak = rss_bytes();
+    drop(blocks);
+    let after_free = rss_bytes();
+    eprintln!("RSS: one live thread, peak {peak}, after freeing with no delay {after_free}");
+    ALLOCATOR.set_purge_delay_ms(rulloc::DEFAULT_PURGE_DELAY_MS);
+    assert!(peak > 200 << 20, "{peak}");
+    assert!(
+        after_free < LIMIT,
+        "after freeing on a live thread: {after_free}; {:?}",
+        ALLOCATOR.stats()
+    );
+
     let stats = ALLOCATOR.stats();
     assert!(stats.purge_calls > 0, "{stats:?}");
 }

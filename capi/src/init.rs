@@ -4,6 +4,7 @@
 //! ```text
 //!   ld.so loads librulloc ─▶ .init_array ─▶ init()
 //!                                            ├─ pthread_atfork(prepare, parent, child)
+//!                                            ├─ RULLOC_PURGE_DELAY_MS=n? ─▶ ALLOC.set_purge_delay_ms(n)
 //!                                            └─ RULLOC_SHOW_STATS set? ─▶ atexit(show_stats)
 //! ```
 //!
@@ -31,6 +32,10 @@ static INITIALISED: AtomicBool = AtomicBool::new(false);
 /// The environment variable that asks for a report at exit.
 const SHOW_STATS_VAR: &core::ffi::CStr = c"RULLOC_SHOW_STATS";
 
+/// The environment variable that sets how long (ms) freed pages stay
+/// resident before they are given back to the OS (default 10).
+const PURGE_DELAY_VAR: &core::ffi::CStr = c"RULLOC_PURGE_DELAY_MS";
+
 /// The load-time constructor (see the module docs); idempotent.
 pub(crate) extern "C" fn init() {
     if INITIALISED.swap(true, Ordering::Relaxed) {
@@ -44,6 +49,12 @@ pub(crate) extern "C" fn init() {
     }
     // SAFETY: the name is NUL-terminated; constructors run single-threaded,
     // so nobody modifies the environment concurrently.
+    let delay = unsafe { libc::getenv(PURGE_DELAY_VAR.as_ptr()) };
+    // SAFETY: `getenv` returns null or a NUL-terminated string.
+    if let Some(delay_ms) = unsafe { parse_decimal(delay) } {
+        ALLOC.set_purge_delay_ms(delay_ms);
+    }
+    // SAFETY: as above.
     let value = unsafe { libc::getenv(SHOW_STATS_VAR.as_ptr()) };
     // SAFETY: `getenv` returns null or a NUL-terminated string.
     if unsafe { wants_report(value) } {
@@ -52,6 +63,31 @@ pub(crate) extern "C" fn init() {
             sys::write_all(2, b"rulloc: could not register the exit report\n");
         }
     }
+}
+
+/// A non-negative decimal number, or `None` for null, empty or malformed
+/// values (which leave the default in place).
+///
+/// # Safety
+/// `value` is null or points to a NUL-terminated string.
+unsafe fn parse_decimal(value: *const c_char) -> Option<usize> {
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: `value` is a NUL-terminated string (the caller's guarantee).
+    let digits = unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes();
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0usize, |number, &digit| {
+        if digit.is_ascii_digit() {
+            number
+                .checked_mul(10)?
+                .checked_add(usize::from(digit - b'0'))
+        } else {
+            None
+        }
+    })
 }
 
 /// Whether the value of `RULLOC_SHOW_STATS` asks for a report: set, not
