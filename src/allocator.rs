@@ -221,6 +221,18 @@ impl<const N: usize> Rulloc<N> {
     /// `ptr` was returned by this allocator and not freed since.
     #[inline(always)]
     unsafe fn deallocate_non_null(&self, ptr: *mut u8) {
+        // SAFETY: forwarded.
+        unsafe { self.deallocate_sized(ptr, None) }
+    }
+
+    /// Frees `ptr`; the secure build also checks `layout`, when given,
+    /// against the block.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` was returned by this allocator and not freed since.
+    #[inline(always)]
+    unsafe fn deallocate_sized(&self, ptr: *mut u8, layout: Option<Layout>) {
         let segment = if cfg!(feature = "secure") {
             checked_segment_of(ptr, "free of invalid pointer")
         } else {
@@ -231,10 +243,16 @@ impl<const N: usize> Rulloc<N> {
         unsafe {
             if (*segment).kind == SegmentKind::Huge {
                 check_huge_start(segment, ptr, "free of invalid pointer");
+                if let (true, Some(layout)) = (crate::block::SECURE, layout) {
+                    Self::check_layout(ptr, layout, huge_usable_size(segment));
+                }
                 self.huge.free(segment);
                 return;
             }
             let region = region_of(segment, ptr);
+            if let (true, Some(layout)) = (crate::block::SECURE, layout) {
+                Self::check_layout(ptr, layout, (*region).block_size);
+            }
             let heap = owner_of::<N>(segment);
             if heap.cast::<u8>().cast_const() == binding::current().heap {
                 // This thread's own heap: no lock needed.
@@ -358,14 +376,8 @@ impl<const N: usize> Rulloc<N> {
 
     /// Secure build: a sized deallocation must name a layout the block can
     /// hold (its size fits the block, its alignment divides the address).
-    ///
-    /// # Safety
-    ///
-    /// `ptr` is a block of this allocator (validated again here).
-    #[cold]
-    unsafe fn check_layout(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: usable_size validates `ptr` itself.
-        let usable = unsafe { self.usable_size(ptr) };
+    #[inline(always)]
+    fn check_layout(ptr: *const u8, layout: Layout, usable: usize) {
         if layout.size() > usable || ptr.addr() & (layout.align() - 1) != 0 {
             misuse::fatal(
                 "dealloc with a layout that does not match the block at",
@@ -784,12 +796,7 @@ unsafe impl<const N: usize> GlobalAlloc for Rulloc<N> {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: GlobalAlloc's contract: ptr came from this allocator.
-        unsafe {
-            if crate::block::SECURE {
-                self.check_layout(ptr, layout);
-            }
-            self.deallocate_non_null(ptr)
-        }
+        unsafe { self.deallocate_sized(ptr, Some(layout)) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
@@ -830,12 +837,7 @@ unsafe impl<const N: usize> Allocator for Rulloc<N> {
     #[inline]
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: Allocator's contract: ptr is currently allocated here.
-        unsafe {
-            if crate::block::SECURE {
-                self.check_layout(ptr.as_ptr(), layout);
-            }
-            self.deallocate_non_null(ptr.as_ptr())
-        }
+        unsafe { self.deallocate_sized(ptr.as_ptr(), Some(layout)) }
     }
 
     unsafe fn grow(

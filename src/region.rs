@@ -106,8 +106,9 @@ pub(crate) struct Region {
     /// Secure build: the key free-list links are encoded with (0 otherwise).
     pub(crate) key: usize,
     /// Secure build: one bit per block, set while the block is allocated
-    /// (stored at the start of the region; null otherwise).
-    pub(crate) live: *mut AtomicUsize,
+    /// (stored at the start of the region; null otherwise). Owner only:
+    /// remote frees leave their bits to [`Region::collect`].
+    pub(crate) live: *mut usize,
     /// `2^42 / block_size + 1`: `offset * reciprocal >> 42` is
     /// `offset / block_size` for every offset inside a segment.
     pub(crate) reciprocal: u64,
@@ -140,7 +141,7 @@ impl Region {
             let words = capacity.div_ceil(usize::BITS as usize);
             let bitmap_bytes = words * core::mem::size_of::<usize>();
             let reserved = bitmap_bytes.div_ceil(block_size);
-            live = start.cast::<AtomicUsize>();
+            live = start.cast::<usize>();
             // SAFETY: the bitmap lies inside the caller's span.
             unsafe {
                 start.write_bytes(0, bitmap_bytes);
@@ -196,34 +197,34 @@ impl Region {
     ///
     /// # Safety
     ///
-    /// `region` is a live small region of the secure build.
-    #[cold]
+    /// `region` is a live small region of the secure build, owned by the
+    /// caller's heap.
+    #[inline(always)]
     pub(crate) unsafe fn set_live(region: *mut Region, block: *const u8, live: bool, what: &str) {
-        // SAFETY: forwarded; the bitmap covers every block index.
+        // SAFETY: forwarded; the bitmap covers every block index and only
+        // the owner touches it.
         unsafe {
             let Some(index) = Self::block_index(region, block) else {
                 crate::misuse::fatal("free of invalid pointer", block);
             };
             let bits = usize::BITS as usize;
-            let word = &*(*region).live.add(index / bits);
+            let word = (*region).live.add(index / bits);
             let bit = 1usize << (index % bits);
-            let before = if live {
-                word.fetch_or(bit, Ordering::Relaxed)
-            } else {
-                word.fetch_and(!bit, Ordering::Relaxed)
-            };
+            let before = *word;
             if (before & bit != 0) == live {
                 crate::misuse::fatal(what, block);
             }
+            *word = before ^ bit;
         }
     }
 
     /// Secure build: whether `block` is one of the region's blocks and
-    /// currently allocated.
+    /// currently allocated (as far as the owner knows).
     ///
     /// # Safety
     ///
-    /// `region` is a live small region of the secure build.
+    /// `region` is a live small region of the secure build, owned by the
+    /// caller's heap.
     pub(crate) unsafe fn is_live(region: *mut Region, block: *const u8) -> bool {
         // SAFETY: forwarded; the bitmap covers every block index.
         unsafe {
@@ -231,21 +232,49 @@ impl Region {
                 return false;
             };
             let bits = usize::BITS as usize;
-            let word = &*(*region).live.add(index / bits);
-            word.load(Ordering::Relaxed) & (1 << (index % bits)) != 0
+            *(*region).live.add(index / bits) & (1 << (index % bits)) != 0
         }
     }
 
-    /// Secure build: a decoded link must be null or a block of the region.
+    /// Secure build: a decoded link must be null or point into the region's
+    /// blocks (a forged or overwritten link decodes to a random address, so
+    /// the range check catches it; the boundary is checked when the block
+    /// is handed out, by [`Region::mark_allocated`]).
     ///
     /// # Safety
     ///
     /// `region` is a live small region.
-    #[inline]
+    #[inline(always)]
     unsafe fn check_link(region: *mut Region, link: *mut Block) {
-        // SAFETY: forwarded.
-        if !link.is_null() && unsafe { Self::block_index(region, link.cast()) }.is_none() {
+        // SAFETY: immutable fields of a live region.
+        let (start, end) = unsafe { ((*region).start.addr(), (*region).end.addr()) };
+        if !link.is_null() && (link.addr() < start || link.addr() >= end) {
             crate::misuse::fatal("corrupted free list in region", region.cast());
+        }
+    }
+
+    /// Secure build: sets the live bit of a block leaving the free list; a
+    /// bit already set, or an address off the block grid, means the free
+    /// list was corrupted.
+    ///
+    /// # Safety
+    ///
+    /// `region` is a live small region of the secure build owned by the
+    /// caller; `block` passed [`Region::check_link`].
+    #[inline(always)]
+    unsafe fn mark_allocated(region: *mut Region, block: *const u8) {
+        // SAFETY: the block lies in the region (checked as a link), so its
+        // index is inside the bitmap.
+        unsafe {
+            let offset = (block.addr() - (*region).start.addr()) as u64;
+            let index = ((offset * (*region).reciprocal) >> RECIPROCAL_SHIFT) as usize;
+            let bits = usize::BITS as usize;
+            let word = (*region).live.add(index / bits);
+            let bit = 1usize << (index % bits);
+            if *word & bit != 0 || index as u64 * (*region).block_size as u64 != offset {
+                crate::misuse::fatal("corrupted free list in region", region.cast());
+            }
+            *word |= bit;
         }
     }
 
@@ -289,7 +318,7 @@ impl Region {
                 let next = block::next_of(block, (*region).key);
                 if block::SECURE {
                     Self::check_link(region, next);
-                    Self::set_live(region, block.cast(), true, "corrupted free list at");
+                    Self::mark_allocated(region, block.cast());
                 }
                 (*region).free = next;
                 (*region).used += 1;
@@ -312,9 +341,14 @@ impl Region {
         let thread_free = unsafe { &(*region).thread_free };
         // SAFETY: immutable fields of a live region.
         let (key, kind) = unsafe { ((*region).key, (*region).kind) };
-        if block::SECURE && kind == RegionKind::Small {
-            // SAFETY: a small region of the secure build.
-            unsafe { Self::set_live(region, block, false, "double free of") };
+        // Secure build: an interior pointer is caught here; a double free
+        // when the owner collects the block (its live bit is then clear).
+        // SAFETY: immutable fields of a live small region.
+        if block::SECURE
+            && kind == RegionKind::Small
+            && unsafe { Self::block_index(region, block) }.is_none()
+        {
+            crate::misuse::fatal("free of invalid pointer", block);
         }
         let mut current = thread_free.load(Ordering::Relaxed);
         loop {
@@ -366,6 +400,7 @@ impl Region {
                 let next = block::next_of(block, key);
                 if block::SECURE && (*region).kind == RegionKind::Small {
                     Self::check_link(region, next);
+                    Self::set_live(region, block.cast(), false, "double free of");
                 }
                 block::set_next(block, (*region).free, key);
                 (*region).free = block;

@@ -57,6 +57,10 @@ fn run_case(name: &str) {
                     });
                 });
                 a.deallocate_bytes(keep);
+                // The owner finds out when it collects the remote frees.
+                for _ in 0..10_000 {
+                    let _ = a.allocate_bytes(32, 8);
+                }
             }
             "interior_free_small" => {
                 let p = a.allocate_bytes(64, 8);
