@@ -343,12 +343,12 @@ impl Region {
         let (key, kind) = unsafe { ((*region).key, (*region).kind) };
         // Secure build: an interior pointer is caught here; a double free
         // when the owner collects the block (its live bit is then clear).
-        // SAFETY: immutable fields of a live small region.
-        if block::SECURE
-            && kind == RegionKind::Small
-            && unsafe { Self::block_index(region, block) }.is_none()
-        {
-            crate::misuse::fatal("free of invalid pointer", block);
+        if block::SECURE && kind == RegionKind::Small {
+            // SAFETY: immutable fields of a live small region.
+            let index = unsafe { Self::block_index(region, block) };
+            if index.is_none() {
+                crate::misuse::fatal("free of invalid pointer", block);
+            }
         }
         let mut current = thread_free.load(Ordering::Relaxed);
         loop {
