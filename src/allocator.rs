@@ -169,7 +169,7 @@ impl<const N: usize> Rulloc<N> {
         debug_assert!(align.is_power_of_two());
         match self.config.bucket_for(size, align) {
             // SAFETY: the closure runs with the heap's lock held.
-            Some(bucket) => self.with_heap(|heap| unsafe { heap.alloc_small(bucket) }),
+            Some(bucket) => self.with_heap(move |heap| unsafe { heap.alloc_small(bucket) }),
             None => self.allocate_dynamic(size, align),
         }
     }
@@ -196,7 +196,7 @@ impl<const N: usize> Rulloc<N> {
             self.huge.alloc(size, align)
         } else {
             // SAFETY: the closure runs with the heap's lock held; size fits.
-            self.with_heap(|heap| unsafe { heap.alloc_large(size) })
+            self.with_heap(move |heap| unsafe { heap.alloc_large(size) })
         }
     }
 
@@ -257,7 +257,26 @@ impl<const N: usize> Rulloc<N> {
             if heap.cast::<u8>().cast_const() == binding::current().heap {
                 // This thread's own heap: no lock needed.
                 (*heap).free_local(region, ptr);
-            } else if (*heap).lock().try_lock() {
+            } else {
+                Self::deallocate_foreign(heap, region, ptr);
+            }
+        }
+    }
+
+    /// Frees a block of a heap this thread is not bound to: under the
+    /// heap's lock if it is free, otherwise with one CAS onto the region's
+    /// thread-free list. Out of line, so the owner's path stays a leaf.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is a live block of `region`, a region of `heap`.
+    #[inline(never)]
+    unsafe fn deallocate_foreign(heap: *mut Heap<N>, region: *mut Region, ptr: *mut u8) {
+        // SAFETY: heaps outlive their blocks; the lock (or the CAS protocol
+        // of `Region::push_remote`) makes this thread the only one touching
+        // the region's owner-side state.
+        unsafe {
+            if (*heap).lock().try_lock() {
                 (*heap).free_local(region, ptr);
                 (*heap).lock().unlock();
             } else {

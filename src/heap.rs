@@ -235,12 +235,12 @@ impl<const N: usize> Heap<N> {
     pub(crate) unsafe fn alloc_small(&self, bucket: usize) -> *mut u8 {
         // SAFETY: lock held; bucket in range.
         unsafe {
-            let bucket_state = (*self.local()).buckets.get_unchecked(bucket);
-            let region = bucket_state.queue;
+            let region = (*self.local()).buckets.get_unchecked(bucket).queue;
             if !region.is_null() {
                 let block = Region::pop(region);
                 if !block.is_null() {
-                    bump(&self.counters.bytes_in_use, bucket_state.block_size);
+                    // The region's line is already loaded: count from it.
+                    bump(&self.counters.bytes_in_use, (*region).block_size);
                     return block;
                 }
             }
