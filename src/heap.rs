@@ -451,8 +451,8 @@ impl<const N: usize> Heap<N> {
     ///
     /// # Safety
     ///
-    /// As for [`Heap::free_local`], and the secure build's live bit of the
-    /// block is already clear.
+    /// As for [`Heap::free_local`], and in the secure build the block's live
+    /// bit has just been cleared by the caller.
     #[inline(always)]
     unsafe fn free_owned(&self, region: *mut Region, block: *mut u8) {
         // SAFETY: lock held; region is ours.
@@ -569,6 +569,10 @@ impl<const N: usize> Heap<N> {
                 let next = DelayedStack::next(block);
                 let block_ptr = block.cast::<u8>();
                 let region = segment::region_of(segment::segment_of(block_ptr), block_ptr);
+                if crate::block::SECURE && (*region).kind == RegionKind::Small {
+                    // Remote frees leave the live bit to the owner.
+                    Region::set_live(region, block_ptr, false, "double free of");
+                }
                 self.free_owned(region, block_ptr);
                 block = next;
             }

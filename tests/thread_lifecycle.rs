@@ -131,3 +131,38 @@ fn threads_free_each_others_blocks() {
         assert_eq!(block, pattern(seed, block.len()));
     }
 }
+
+/// Blocks freed by another thread into regions their owner parked as full
+/// reach the owner through its delayed list, and are handed out again
+/// intact (a regression test: the secure build once left their live bits
+/// set and reported a corrupted free list on reuse).
+#[test]
+fn remote_frees_into_full_regions_are_reused() {
+    let count = if cfg!(miri) { 600 } else { 20_000 };
+    let (to_freer, from_owner) = mpsc::channel::<Vec<Box<[u8; 64]>>>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    thread::scope(|scope| {
+        scope.spawn(move || {
+            for round in 0..3u8 {
+                // Fill whole regions, so they are parked full...
+                let blocks: Vec<Box<[u8; 64]>> =
+                    (0..count).map(|_| Box::new([round; 64])).collect();
+                // ...have another thread free every block...
+                to_freer.send(blocks).unwrap();
+                done_rx.recv().unwrap();
+                // ...and allocate them all again, checking nothing overlaps.
+                let again: Vec<Box<[u8; 64]>> =
+                    (0..count).map(|i| Box::new([i as u8; 64])).collect();
+                for (i, block) in again.iter().enumerate() {
+                    assert!(block.iter().all(|&b| b == i as u8));
+                }
+            }
+        });
+        scope.spawn(move || {
+            for blocks in from_owner {
+                drop(blocks);
+                done_tx.send(()).unwrap();
+            }
+        });
+    });
+}
