@@ -43,12 +43,13 @@ use allocator_api2::alloc::{AllocError, Allocator};
 
 use crate::binding::{self, Binding, BINDING, NEVER_BIND, UNBOUND};
 use crate::bucket::{Config, DEFAULT_BUCKET_COUNT, DEFAULT_BUCKET_SIZES};
-use crate::heap::{owner_of, Heap};
+use crate::heap::{owner_of, Heap, SharedCounters};
 use crate::large::{huge_usable_size, HugeList, LARGE_MAX_SIZE};
 use crate::misuse;
+use crate::platform;
 use crate::region::{Region, RegionKind};
 use crate::segment::{self, region_of, segment_of, SegmentKind, SEGMENT_SIZE, SLOT_SIZE};
-use crate::stats::Stats;
+use crate::stats::{BucketStats, Stats};
 
 /// The most heaps one allocator creates: threads beyond this share them
 /// (waiting for a lock only when every heap is busy).
@@ -84,6 +85,8 @@ pub struct Rulloc<const N: usize = DEFAULT_BUCKET_COUNT> {
     purge_delay_ms: AtomicUsize,
     /// Heaps bound by a thread after another thread left them.
     adoptions: AtomicUsize,
+    /// Counters shared by the heaps (peaks), mapped on first use.
+    shared: AtomicPtr<SharedCounters>,
 }
 
 /// Default purge delay: long enough that a program freeing and allocating
@@ -131,7 +134,52 @@ impl<const N: usize> Rulloc<N> {
             id: AtomicUsize::new(0),
             purge_delay_ms: AtomicUsize::new(DEFAULT_PURGE_DELAY_MS),
             adoptions: AtomicUsize::new(0),
+            shared: AtomicPtr::new(ptr::null_mut()),
         }
+    }
+
+    /// The shared counters, mapped on first use (null if the OS refuses).
+    fn shared(&self) -> *mut SharedCounters {
+        let shared = self.shared.load(Ordering::Acquire);
+        if !shared.is_null() {
+            return shared;
+        }
+        let page = platform::page_size();
+        let Some(mapping) = platform::map_aligned(page, page) else {
+            return ptr::null_mut();
+        };
+        let new = mapping.as_ptr().cast::<SharedCounters>();
+        // SAFETY: a fresh zeroed page holds a SharedCounters (all zeros).
+        unsafe { new.write(SharedCounters::default()) };
+        match self.shared.compare_exchange(
+            ptr::null_mut(),
+            new,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => {
+                self.huge.set_shared(new);
+                new
+            }
+            Err(existing) => {
+                // SAFETY: our page was never published.
+                unsafe { platform::unmap(mapping, page, page) };
+                existing
+            }
+        }
+    }
+
+    /// Creates a heap of this instance (null if the OS refuses memory).
+    fn create_heap(&self) -> *mut Heap<N> {
+        let shared = self.shared();
+        if shared.is_null() {
+            return ptr::null_mut();
+        }
+        Heap::create(
+            &self.config,
+            self.purge_delay_ms.load(Ordering::Relaxed),
+            shared,
+        )
     }
 
     /// Sets how long (ms) free pages stay resident before the allocator
@@ -193,6 +241,8 @@ impl<const N: usize> Rulloc<N> {
             return ptr::null_mut();
         }
         if is_huge(size, align) {
+            // The huge list reports to the shared counters.
+            let _ = self.shared();
             self.huge.alloc(size, align)
         } else {
             // SAFETY: the closure runs with the heap's lock held; size fits.
@@ -488,8 +538,7 @@ impl<const N: usize> Rulloc<N> {
         for index in 1..MAX_HEAPS {
             let heap = self.heaps[index].load(Ordering::Acquire);
             if heap.is_null() {
-                let new_heap =
-                    Heap::create(&self.config, self.purge_delay_ms.load(Ordering::Relaxed));
+                let new_heap = self.create_heap();
                 if new_heap.is_null() {
                     break;
                 }
@@ -581,7 +630,7 @@ impl<const N: usize> Rulloc<N> {
             if !self.heaps[index].load(Ordering::Acquire).is_null() {
                 continue;
             }
-            let heap = Heap::create(&self.config, self.purge_delay_ms.load(Ordering::Relaxed));
+            let heap = self.create_heap();
             if heap.is_null() {
                 break;
             }
@@ -655,6 +704,14 @@ impl<const N: usize> Rulloc<N> {
             ..Stats::default()
         };
         stats.segments = stats.huge_blocks;
+        let shared = self.shared.load(Ordering::Acquire);
+        if !shared.is_null() {
+            // SAFETY: published shared counters live as long as `self`.
+            let shared = unsafe { &*shared };
+            stats.bytes_committed = shared.bytes_committed.load(Ordering::Relaxed);
+            stats.peak_bytes_committed = shared.peak_bytes_committed.load(Ordering::Relaxed);
+            stats.peak_bytes_mapped = shared.peak_bytes_mapped.load(Ordering::Relaxed);
+        }
         for slot in &self.heaps {
             let heap = slot.load(Ordering::Acquire);
             if heap.is_null() {
@@ -666,6 +723,11 @@ impl<const N: usize> Rulloc<N> {
             let segments = counters.segments.load(Ordering::Relaxed);
             stats.heaps += 1;
             stats.bytes_in_use += counters.bytes_in_use.load(Ordering::Relaxed);
+            // SAFETY: as above.
+            let bucket_blocks = unsafe { &(*heap).bucket_blocks };
+            for (blocks, &size) in bucket_blocks.iter().zip(&self.config.sizes) {
+                stats.bytes_in_use += blocks.load(Ordering::Relaxed) * size;
+            }
             // SAFETY: as above; written once at creation.
             stats.bytes_mapped += segments * SEGMENT_SIZE + unsafe { (*heap).mapping_size };
             stats.segments += segments;
@@ -678,6 +740,33 @@ impl<const N: usize> Rulloc<N> {
             stats.heaps_abandoned += counters.abandoned.load(Ordering::Relaxed);
         }
         stats
+    }
+
+    /// Per-bucket counters: for each bucket, its block size, the blocks in
+    /// use (blocks freed by another thread count until their owner collects
+    /// them) and the regions serving it, summed over all heaps.
+    pub fn bucket_stats(&self) -> [BucketStats; N] {
+        let mut buckets = [BucketStats::default(); N];
+        for (bucket, &size) in buckets.iter_mut().zip(&self.config.sizes) {
+            bucket.block_size = size;
+        }
+        for slot in &self.heaps {
+            let heap = slot.load(Ordering::Acquire);
+            if heap.is_null() {
+                continue;
+            }
+            // SAFETY: published heaps live as long as `self`; the counters
+            // are atomics.
+            let heap = unsafe { &*heap };
+            for (index, bucket) in buckets.iter_mut().enumerate() {
+                bucket.blocks_in_use += heap.bucket_blocks[index].load(Ordering::Relaxed);
+                bucket.regions += heap.bucket_regions[index].load(Ordering::Relaxed);
+            }
+        }
+        for bucket in &mut buckets {
+            bucket.bytes_in_use = bucket.blocks_in_use * bucket.block_size;
+        }
+        buckets
     }
 
     /// Call right before `fork()`: takes every lock, so that the child does
@@ -801,6 +890,12 @@ impl<const N: usize> Drop for Rulloc<N> {
             unsafe { Heap::destroy(heap, !(*heap).lock().orphan_if_bound()) };
         }
         self.huge.release_all();
+        let shared = self.shared.swap(ptr::null_mut(), Ordering::Acquire);
+        if let Some(shared) = NonNull::new(shared) {
+            let page = platform::page_size();
+            // SAFETY: no heap or huge block refers to the counters any more.
+            unsafe { platform::unmap(shared.cast(), page, page) };
+        }
     }
 }
 
@@ -1000,6 +1095,40 @@ mod tests {
             // SAFETY: each block freed once.
             unsafe { a.deallocate_bytes(block) };
         }
+    }
+
+    #[test]
+    fn bucket_stats_and_peaks_follow_the_blocks() {
+        let a = Rulloc::new();
+        let count = if cfg!(miri) { 100 } else { 5_000 };
+        let blocks: std::vec::Vec<*mut u8> = (0..count).map(|_| a.allocate_bytes(48, 8)).collect();
+        let huge = a.allocate_bytes(8 << 20, 8);
+        let index = DEFAULT_BUCKET_SIZES.iter().position(|&s| s == 48).unwrap();
+        let during = a.bucket_stats()[index];
+        assert_eq!((during.block_size, during.blocks_in_use), (48, count));
+        assert_eq!(during.bytes_in_use, count * 48);
+        assert!(during.regions >= 1);
+        let peak = a.stats();
+        assert!(
+            peak.peak_bytes_committed >= count * 48 + (8 << 20),
+            "{peak:?}"
+        );
+        assert!(
+            peak.peak_bytes_mapped >= peak.peak_bytes_committed,
+            "{peak:?}"
+        );
+        for block in blocks {
+            // SAFETY: each block freed once.
+            unsafe { a.deallocate_bytes(block) };
+        }
+        // SAFETY: freed once.
+        unsafe { a.deallocate_bytes(huge) };
+        a.collect();
+        let after = a.stats();
+        assert_eq!(a.bucket_stats()[index].blocks_in_use, 0);
+        assert_eq!(after.bytes_in_use, 0);
+        assert!(after.bytes_committed < peak.bytes_committed, "{after:?}");
+        assert_eq!(after.peak_bytes_committed, peak.peak_bytes_committed);
     }
 
     #[test]

@@ -44,9 +44,34 @@ use crate::region::{DelayedStack, Region, RegionKind};
 use crate::segment::{self, round_up, SpanEvents, SpanPool, SEGMENT_SIZE, SLOT_SIZE};
 use crate::sync::SpinLock;
 
+/// Counters an allocator instance shares between its heaps: what only a
+/// total can say (peaks). Lives in a page of its own, mapped on first use,
+/// so heaps can point at it while the `Rulloc` value itself moves.
+#[derive(Default)]
+pub(crate) struct SharedCounters {
+    pub(crate) bytes_mapped: AtomicUsize,
+    pub(crate) peak_bytes_mapped: AtomicUsize,
+    /// Bytes of live regions and huge blocks (what can be resident).
+    pub(crate) bytes_committed: AtomicUsize,
+    pub(crate) peak_bytes_committed: AtomicUsize,
+}
+
+impl SharedCounters {
+    /// Adds `delta` to a gauge and raises its peak (slow paths only).
+    pub(crate) fn grow(gauge: &AtomicUsize, peak: &AtomicUsize, delta: usize) {
+        let now = gauge.fetch_add(delta, Ordering::Relaxed) + delta;
+        peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub(crate) fn shrink(gauge: &AtomicUsize, delta: usize) {
+        gauge.fetch_sub(delta, Ordering::Relaxed);
+    }
+}
+
 /// Counters a heap keeps for [`crate::Rulloc::stats`].
 #[derive(Default)]
 pub(crate) struct HeapCounters {
+    /// Bytes in large blocks (small blocks are counted per bucket).
     pub(crate) bytes_in_use: AtomicUsize,
     pub(crate) regions: AtomicUsize,
     pub(crate) segments: AtomicUsize,
@@ -105,6 +130,11 @@ pub(crate) struct Heap<const N: usize> {
     /// Regions pushed by remote frees that found them [`crate::region::FULL`].
     delayed: DelayedStack,
     pub(crate) counters: HeapCounters,
+    /// Blocks in use per bucket, and regions per bucket (owner-written).
+    pub(crate) bucket_blocks: [AtomicUsize; N],
+    pub(crate) bucket_regions: [AtomicUsize; N],
+    /// The instance's shared counters (peaks).
+    shared: *const SharedCounters,
     /// Bytes of the mapping holding this heap (the page size may be
     /// simulated differently by the time it is unmapped).
     pub(crate) mapping_size: usize,
@@ -123,7 +153,11 @@ fn heap_mapping_size<const N: usize>() -> usize {
 
 impl<const N: usize> Heap<N> {
     /// Maps and initialises a heap for `config`. Null if the OS refuses.
-    pub(crate) fn create(config: &Config<N>, purge_delay_ms: usize) -> *mut Heap<N> {
+    pub(crate) fn create(
+        config: &Config<N>,
+        purge_delay_ms: usize,
+        shared: *const SharedCounters,
+    ) -> *mut Heap<N> {
         let page = platform::page_size();
         let mapping_size = heap_mapping_size::<N>();
         let Some(mapping) = platform::map_aligned(mapping_size, page) else {
@@ -146,6 +180,9 @@ impl<const N: usize> Heap<N> {
                 purge_delay_ms: AtomicUsize::new(purge_delay_ms),
                 delayed: DelayedStack::new(),
                 counters: HeapCounters::default(),
+                bucket_blocks: [const { AtomicUsize::new(0) }; N],
+                bucket_regions: [const { AtomicUsize::new(0) }; N],
+                shared,
                 mapping_size,
                 local: UnsafeCell::new(HeapLocal {
                     buckets,
@@ -239,8 +276,7 @@ impl<const N: usize> Heap<N> {
             if !region.is_null() {
                 let block = Region::pop(region);
                 if !block.is_null() {
-                    // The region's line is already loaded: count from it.
-                    bump(&self.counters.bytes_in_use, (*region).block_size);
+                    bump(self.bucket_blocks.get_unchecked(bucket), 1);
                     return block;
                 }
             }
@@ -261,7 +297,6 @@ impl<const N: usize> Heap<N> {
             self.process_delayed();
             self.purge_if_due();
             let local = self.local();
-            let block_size = (*local).buckets[bucket].block_size;
             loop {
                 let mut region = (*local).buckets[bucket].queue;
                 if region.is_null() {
@@ -272,14 +307,14 @@ impl<const N: usize> Heap<N> {
                 }
                 let collected = Region::collect(region);
                 if collected > 0 {
-                    drop_by(&self.counters.bytes_in_use, collected as usize * block_size);
+                    drop_by(&self.bucket_blocks[bucket], collected as usize);
                 }
                 if (*region).free.is_null() {
                     Region::extend(region);
                 }
                 let block = Region::pop(region);
                 if !block.is_null() {
-                    bump(&self.counters.bytes_in_use, block_size);
+                    bump(&self.bucket_blocks[bucket], 1);
                     return block;
                 }
                 // Nothing left: park the region as full, unless a remote free
@@ -311,6 +346,8 @@ impl<const N: usize> Heap<N> {
             Region::init_small(region, start, slots * SLOT_SIZE, block_size, bucket as u16);
             list_push_front(&mut (*local).buckets[bucket].queue, region);
             bump(&self.counters.regions, 1);
+            bump(&self.bucket_regions[bucket], 1);
+            self.commit(slots * SLOT_SIZE);
             region
         }
     }
@@ -389,13 +426,18 @@ impl<const N: usize> Heap<N> {
     }
 
     fn record(&self, events: &SpanEvents) {
+        // SAFETY: the shared counters outlive every heap of the instance.
+        let shared = unsafe { &*self.shared };
         if events.mapped > 0 {
             bump(&self.counters.map_calls, events.mapped);
             bump(&self.counters.segments, events.mapped);
+            let bytes = events.mapped * SEGMENT_SIZE;
+            SharedCounters::grow(&shared.bytes_mapped, &shared.peak_bytes_mapped, bytes);
         }
         if events.unmapped > 0 {
             bump(&self.counters.unmap_calls, events.unmapped);
             drop_by(&self.counters.segments, events.unmapped);
+            SharedCounters::shrink(&shared.bytes_mapped, events.unmapped * SEGMENT_SIZE);
         }
         if events.purges > 0 {
             bump(&self.counters.purge_calls, events.purges);
@@ -419,6 +461,7 @@ impl<const N: usize> Heap<N> {
             let start = SpanPool::span_start(region);
             Region::init_large(region, start, slots * SLOT_SIZE);
             bump(&self.counters.regions, 1);
+            self.commit(slots * SLOT_SIZE);
             bump(&self.counters.bytes_in_use, slots * SLOT_SIZE);
             start
         }
@@ -465,7 +508,10 @@ impl<const N: usize> Heap<N> {
                 crate::block::set_next(block.cast(), head, (*region).key);
                 (*region).free = block.cast();
                 (*region).used = used.wrapping_sub(1);
-                drop_by(&self.counters.bytes_in_use, (*region).block_size);
+                drop_by(
+                    self.bucket_blocks.get_unchecked((*region).bucket as usize),
+                    1,
+                );
                 // An empty region at the head of its queue stays: it is the
                 // one allocation serves from next. (A free into a region with
                 // nothing in use is a double free, but checking it here costs
@@ -521,17 +567,39 @@ impl<const N: usize> Heap<N> {
     ///
     /// Lock held; `region` is an empty small region on no list.
     unsafe fn retire_small(&self, region: *mut Region) {
-        // SAFETY: forwarded.
-        unsafe { self.free_span(region) };
+        // SAFETY: forwarded; the region's fields are still valid.
+        unsafe {
+            drop_by(
+                self.bucket_regions.get_unchecked((*region).bucket as usize),
+                1,
+            );
+            self.uncommit((*region).slot_count as usize * SLOT_SIZE);
+            self.free_span(region);
+        }
         drop_by(&self.counters.regions, 1);
+    }
+
+    /// Records bytes of a new region or large block in the shared gauges.
+    fn commit(&self, bytes: usize) {
+        // SAFETY: the shared counters outlive every heap of the instance.
+        let shared = unsafe { &*self.shared };
+        SharedCounters::grow(&shared.bytes_committed, &shared.peak_bytes_committed, bytes);
+    }
+
+    fn uncommit(&self, bytes: usize) {
+        // SAFETY: as in `commit`.
+        SharedCounters::shrink(unsafe { &(*self.shared).bytes_committed }, bytes);
     }
 
     /// # Safety
     ///
     /// Lock held; `region` is a large region whose block is dead.
     unsafe fn retire_large(&self, region: *mut Region) {
-        // SAFETY: forwarded.
-        unsafe { self.free_span(region) };
+        // SAFETY: forwarded; the region's fields are still valid.
+        unsafe {
+            self.uncommit((*region).slot_count as usize * SLOT_SIZE);
+            self.free_span(region);
+        }
         drop_by(&self.counters.regions, 1);
     }
 
@@ -596,6 +664,7 @@ impl<const N: usize> Heap<N> {
                 return false;
             }
             let added = (wanted - slots) * SLOT_SIZE;
+            self.commit(added);
             (*region).block_size += added;
             (*region).end = (*region).end.add(added);
             (*region).bump = (*region).end;
@@ -618,6 +687,7 @@ impl<const N: usize> Heap<N> {
                 return;
             }
             let removed = (slots - wanted) * SLOT_SIZE;
+            self.uncommit(removed);
             let mut events = SpanEvents::default();
             (*self.local())
                 .spans
@@ -642,12 +712,11 @@ impl<const N: usize> Heap<N> {
             self.process_delayed();
             let local = self.local();
             for bucket in 0..N {
-                let block_size = (*local).buckets[bucket].block_size;
                 let mut region = (*local).buckets[bucket].queue;
                 while !region.is_null() {
                     let next = (*region).next;
                     let collected = Region::collect(region);
-                    drop_by(&self.counters.bytes_in_use, collected as usize * block_size);
+                    drop_by(&self.bucket_blocks[bucket], collected as usize);
                     if (*region).used == 0 {
                         list_remove(&mut (*local).buckets[bucket].queue, region);
                         self.retire_small(region);

@@ -32,7 +32,9 @@
 
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use crate::heap::SharedCounters;
 
 use crate::misuse;
 use crate::platform;
@@ -49,6 +51,9 @@ pub(crate) struct HugeList {
     pub(crate) count: AtomicUsize,
     pub(crate) map_calls: AtomicUsize,
     pub(crate) unmap_calls: AtomicUsize,
+    /// The instance's shared counters (peaks), set before the first huge
+    /// block is mapped.
+    shared: AtomicPtr<SharedCounters>,
 }
 
 // SAFETY: `head` and the links of the listed segments are only touched
@@ -67,11 +72,34 @@ impl HugeList {
             count: AtomicUsize::new(0),
             map_calls: AtomicUsize::new(0),
             unmap_calls: AtomicUsize::new(0),
+            shared: AtomicPtr::new(ptr::null_mut()),
         }
     }
 
     pub(crate) fn lock(&self) -> &SpinLock {
         &self.lock
+    }
+
+    /// Points the list at its instance's shared counters.
+    pub(crate) fn set_shared(&self, shared: *mut SharedCounters) {
+        self.shared.store(shared, Ordering::Relaxed);
+    }
+
+    /// Moves the shared mapped and committed gauges by `delta` bytes.
+    fn gauge(&self, grow: bool, delta: usize) {
+        let shared = self.shared.load(Ordering::Relaxed);
+        if shared.is_null() {
+            return;
+        }
+        // SAFETY: the shared counters outlive the list's blocks.
+        let shared = unsafe { &*shared };
+        if grow {
+            SharedCounters::grow(&shared.bytes_mapped, &shared.peak_bytes_mapped, delta);
+            SharedCounters::grow(&shared.bytes_committed, &shared.peak_bytes_committed, delta);
+        } else {
+            SharedCounters::shrink(&shared.bytes_mapped, delta);
+            SharedCounters::shrink(&shared.bytes_committed, delta);
+        }
     }
 
     /// Maps a huge block of `size` bytes aligned to `align`. Null if the
@@ -128,6 +156,7 @@ impl HugeList {
         }
         self.map_calls.fetch_add(1, Ordering::Relaxed);
         self.bytes_mapped.fetch_add(mapping_size, Ordering::Relaxed);
+        self.gauge(true, mapping_size);
         self.count.fetch_add(1, Ordering::Relaxed);
         // SAFETY: as above.
         self.bytes_in_use

@@ -90,4 +90,4 @@ pub use allocator::{Rulloc, DEFAULT_PURGE_DELAY_MS};
 #[cfg(not(loom))]
 pub use bucket::{DEFAULT_BUCKET_COUNT, DEFAULT_BUCKET_SIZES, MAX_BUCKET_SIZE};
 #[cfg(not(loom))]
-pub use stats::Stats;
+pub use stats::{BucketStats, Stats};

@@ -18,6 +18,13 @@ pub struct Stats {
     /// Bytes currently mapped from the OS (segments, huge blocks and heap
     /// metadata).
     pub bytes_mapped: usize,
+    /// The most bytes of segments and huge blocks mapped at once.
+    pub peak_bytes_mapped: usize,
+    /// Bytes of live regions and huge blocks: what can be resident (free
+    /// spans and cached segments are mapped but purged after the delay).
+    pub bytes_committed: usize,
+    /// The most bytes committed at once.
+    pub peak_bytes_committed: usize,
     /// Map system calls (`mmap`/`VirtualAlloc`) made so far.
     pub map_calls: usize,
     /// Unmap system calls (`munmap`/`VirtualFree`) made so far.
@@ -47,7 +54,16 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "rulloc statistics")?;
         writeln!(f, "  in use      {:>14} bytes", self.bytes_in_use)?;
-        writeln!(f, "  mapped      {:>14} bytes", self.bytes_mapped)?;
+        writeln!(
+            f,
+            "  mapped      {:>14} bytes (peak {})",
+            self.bytes_mapped, self.peak_bytes_mapped
+        )?;
+        writeln!(
+            f,
+            "  committed   {:>14} bytes (peak {})",
+            self.bytes_committed, self.peak_bytes_committed
+        )?;
         writeln!(f, "  segments    {:>14}", self.segments)?;
         writeln!(f, "  regions     {:>14}", self.regions)?;
         writeln!(f, "  huge blocks {:>14}", self.huge_blocks)?;
@@ -60,4 +76,17 @@ impl fmt::Display for Stats {
         writeln!(f, "  abandoned   {:>14} heaps", self.heaps_abandoned)?;
         writeln!(f, "  adopted     {:>14} heaps", self.heaps_adopted)
     }
+}
+
+/// One bucket's counters, returned by [`crate::Rulloc::bucket_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BucketStats {
+    /// The bucket's block size.
+    pub block_size: usize,
+    /// Blocks handed out and not yet returned to their owner heap.
+    pub blocks_in_use: usize,
+    /// `blocks_in_use * block_size`.
+    pub bytes_in_use: usize,
+    /// Regions currently serving the bucket.
+    pub regions: usize,
 }
