@@ -124,7 +124,24 @@ impl<const N: usize> Rulloc<N> {
     ///
     /// The sizes must be non-empty, non-zero, strictly increasing multiples
     /// of the pointer size, at most 1 MiB; anything else stops compilation
-    /// (in a `const` or `static`) with a message saying which rule broke.
+    /// (in a `const` or `static`) with a message saying which rule broke:
+    ///
+    /// ```compile_fail
+    /// static EMPTY: rulloc::Rulloc<0> = rulloc::Rulloc::with_bucket_sizes([]);
+    /// ```
+    ///
+    /// ```compile_fail
+    /// static ZERO: rulloc::Rulloc<2> = rulloc::Rulloc::with_bucket_sizes([0, 8]);
+    /// ```
+    ///
+    /// ```compile_fail
+    /// static UNSORTED: rulloc::Rulloc<3> = rulloc::Rulloc::with_bucket_sizes([8, 24, 16]);
+    /// ```
+    ///
+    /// ```
+    /// static OK: rulloc::Rulloc<3> = rulloc::Rulloc::with_bucket_sizes([8, 16, 24]);
+    /// assert_eq!(OK.bucket_sizes(), &[8, 16, 24]);
+    /// ```
     pub const fn with_bucket_sizes(sizes: [usize; N]) -> Self {
         Self {
             config: Config::new(sizes),

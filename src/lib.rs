@@ -42,6 +42,8 @@
 //!   backend: `libc` on Unix, `windows-sys` on Windows).
 //! * `nightly`: `core::alloc::Allocator` (through `allocator-api2/nightly`).
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
+// With `nightly`, allocator-api2's `Allocator` *is* `core::alloc::Allocator`.
+#![cfg_attr(feature = "nightly", feature(allocator_api))]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 // The module docs are a guided tour of private internals; `cargo doc
