@@ -591,7 +591,10 @@ impl<const N: usize> Rulloc<N> {
         }
         // SAFETY: `chosen` is published and bound to this thread.
         let heap = unsafe { &*chosen };
-        if !binding::register_exit(&heap.header) {
+        // The whole heap's pointer (the header is its first field): a
+        // reference to the header would only grant access to the header,
+        // and the exit hook uses all of the heap (Stacked Borrows).
+        if !binding::register_exit(chosen.cast_const().cast()) {
             heap.lock().unbind();
             binding::set(Binding {
                 instance: NEVER_BIND,
