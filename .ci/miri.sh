@@ -8,6 +8,7 @@
 #
 # Environment:
 #   MIRI_TARGETS   test targets to run (default: lib, every tests/*.rs, doc)
+#   MIRI_TEST_ARGS arguments for the test binaries, e.g. "--skip NAME"
 #
 # What does not run under Miri is marked `#[cfg_attr(miri, ignore)]` in the
 # tests themselves, with the reason beside it (processes, setrlimit, fork,
@@ -55,7 +56,8 @@ for mode in "${modes[@]}"; do
     esac
     echo "=== miri ($name): $target"
     start=$(date +%s)
-    cargo +nightly miri test -p rulloc "${selector[@]}"
+    # shellcheck disable=SC2086 # MIRI_TEST_ARGS is a list of words.
+    cargo +nightly miri test -p rulloc "${selector[@]}" -- ${MIRI_TEST_ARGS:-}
     report+=("$(printf '%-16s %-20s %5ss' "$name" "$target" $(( $(date +%s) - start )))")
   done
   for example in "${examples[@]}"; do
