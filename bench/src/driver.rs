@@ -14,7 +14,7 @@
 //!             parse the RESULT line (elapsed seconds, ops, checksum)
 //!     median time and RSS per allocator, checksums compared
 //! optionally: callgrind instruction counts of pair32
-//! render report::Report → BENCHMARKS.md
+//! render report::Report → BENCHMARKS.md (keeping bench/ldpreload.sh's section)
 //! ```
 //!
 //! A child that crashes, fails or exceeds `--timeout` is recorded as failed
@@ -370,6 +370,12 @@ fn run(opts: &Options, args: &[String]) -> Result<(), String> {
     };
     match out {
         Some(path) => {
+            // bench/ldpreload.sh's section (C programs under LD_PRELOAD)
+            // is not this driver's to drop.
+            let text = match std::fs::read_to_string(&path) {
+                Ok(previous) => report::keep_ldpreload_section(&text, &previous),
+                Err(_) => text,
+            };
             std::fs::write(&path, &text)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             eprintln!("wrote {}", path.display());

@@ -313,6 +313,44 @@ pub fn render(report: &Report) -> String {
     out
 }
 
+/// First line of the section `bench/ldpreload.sh` writes into
+/// `BENCHMARKS.md` (C programs under `LD_PRELOAD`).
+pub const LDPRELOAD_START: &str = "<!-- ldpreload:start -->";
+/// Last line of that section.
+pub const LDPRELOAD_END: &str = "<!-- ldpreload:end -->";
+
+/// The `LD_PRELOAD` section of `text`: from a line that is exactly
+/// [`LDPRELOAD_START`] to the next line that is exactly [`LDPRELOAD_END`],
+/// both included; `None` unless both are there.
+pub fn ldpreload_section(text: &str) -> Option<&str> {
+    let mut start = None;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end_matches(['\n', '\r']);
+        match start {
+            None if bare == LDPRELOAD_START => start = Some(offset),
+            Some(s) if bare == LDPRELOAD_END => return Some(&text[s..offset + bare.len()]),
+            _ => {}
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// `rendered` (a fresh report) followed by the `LD_PRELOAD` section of
+/// `previous` (the file it replaces), so that rewriting `BENCHMARKS.md` keeps
+/// what `bench/ldpreload.sh` wrote there.
+pub fn keep_ldpreload_section(rendered: &str, previous: &str) -> String {
+    let Some(section) = ldpreload_section(previous) else {
+        return rendered.to_string();
+    };
+    let mut out = rendered.trim_end().to_string();
+    out.push_str("\n\n");
+    out.push_str(section);
+    out.push('\n');
+    out
+}
+
 fn render_callgrind(out: &mut String, cg: &CallgrindReport) {
     let _ = writeln!(out, "## Instructions per operation (callgrind)\n");
     let _ = writeln!(
@@ -457,6 +495,33 @@ mod tests {
         assert_eq!(super::rate(2_500_000, 1.0), "2.50 M");
         assert_eq!(super::rate(625, 0.5), "1.25 k");
         assert_eq!(super::rate(3, 2.0), "1.5");
+    }
+
+    #[test]
+    fn ldpreload_section_is_kept() {
+        use super::{keep_ldpreload_section, ldpreload_section};
+        let old = "# old report\n\n<!-- ldpreload:start -->\n## LD_PRELOAD\n\n| a | b |\n\
+                   <!-- ldpreload:end -->\ntrailing\n";
+        let section =
+            "<!-- ldpreload:start -->\n## LD_PRELOAD\n\n| a | b |\n<!-- ldpreload:end -->";
+        assert_eq!(ldpreload_section(old), Some(section));
+        assert_eq!(
+            keep_ldpreload_section("# new\n\n", old),
+            format!("# new\n\n{section}\n")
+        );
+        // Kept again on the next rewrite, unchanged.
+        let twice = keep_ldpreload_section("# newer\n", &keep_ldpreload_section("# new\n", old));
+        assert_eq!(twice, format!("# newer\n\n{section}\n"));
+        // No section, an unterminated one, or markers inside a line: nothing kept.
+        assert_eq!(keep_ldpreload_section("# new\n", "# old\n"), "# new\n");
+        assert_eq!(
+            ldpreload_section("<!-- ldpreload:start -->\nno end\n"),
+            None
+        );
+        assert_eq!(
+            ldpreload_section("see `<!-- ldpreload:start -->` and `<!-- ldpreload:end -->`\n"),
+            None
+        );
     }
 
     #[test]
