@@ -970,6 +970,13 @@ unsafe impl<const N: usize> Allocator for Rulloc<N> {
 
     #[inline]
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        // allocator-api2's `Box` of a zero-sized type never allocates but
+        // still deallocates its dangling pointer, as `std`'s `Global`
+        // tolerates: a zero-size layout at an address outside every segment
+        // is ignored (our own zero-size blocks are real blocks in segments).
+        if layout.size() == 0 && !misuse::is_segment(segment_of(ptr.as_ptr()).addr()) {
+            return;
+        }
         // SAFETY: Allocator's contract: ptr is currently allocated here.
         unsafe { self.deallocate_sized(ptr.as_ptr(), Some(layout)) }
     }
