@@ -236,6 +236,9 @@ static THREAD_STEP: AtomicUsize = AtomicUsize::new(0);
 static THREAD_UNDER_OOM: AtomicUsize = AtomicUsize::new(0);
 /// 1 if the helper thread could allocate after memory was freed.
 static THREAD_AFTER: AtomicUsize = AtomicUsize::new(0);
+/// Set by the helper thread once it runs: std sets up its signal stack (an
+/// mmap) when a thread starts, which must happen before the limit.
+static THREAD_STARTED: AtomicUsize = AtomicUsize::new(0);
 
 fn wait_for_step(step: usize) {
     while THREAD_STEP.load(Ordering::Acquire) < step {
@@ -248,6 +251,7 @@ fn wait_for_step(step: usize) {
 /// mapped. It must get null (or a valid block), and allocate normally once
 /// memory was freed.
 fn helper_thread(a: &Rulloc) {
+    THREAD_STARTED.store(1, Ordering::Release);
     wait_for_step(1);
     let p = a.allocate_bytes(48, 8);
     let under = if p.is_null() {
@@ -306,8 +310,24 @@ fn child(headroom: usize) {
     let mut smalls = Chain::new();
     let mut b_blocks = Chain::new();
 
+    // The child's own `std` (test harness output, thread bookkeeping)
+    // allocates from glibc: give glibc a warm heap it keeps, so those small
+    // allocations never need new address space under the limit (with no
+    // headroom, any growth of glibc's heap would abort the child, whatever
+    // Rulloc does).
+    // SAFETY: mallopt only tunes glibc's malloc; called before any thread.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+    drop(std::hint::black_box(vec![0u8; 4 << 20]));
+
     std::thread::scope(|s| {
         s.spawn(|| helper_thread(&a));
+        while THREAD_STARTED.load(Ordering::Acquire) == 0 {
+            std::thread::yield_now();
+        }
 
         let limit = mapped_now() + headroom;
         limit_address_space(limit);
