@@ -300,6 +300,12 @@ impl<const N: usize> Rulloc<N> {
     /// `ptr` was returned by this allocator and not freed since.
     #[inline(always)]
     unsafe fn deallocate_sized(&self, ptr: *mut u8, layout: Option<Layout>) {
+        // Under Miri, the caller's pointer may only grant its layout's bytes
+        // (a `Box<u8>`: one), but the allocator writes free-list links and
+        // hands grown blocks back through it: use the block's own (exposed)
+        // provenance. Natively this line does not exist.
+        #[cfg(miri)]
+        let ptr = ptr::with_exposed_provenance_mut::<u8>(ptr.addr());
         let segment = if cfg!(feature = "secure") {
             checked_segment_of(ptr, "free of invalid pointer")
         } else {
@@ -382,6 +388,9 @@ impl<const N: usize> Rulloc<N> {
     ///
     /// `ptr` was returned by this allocator and not freed since.
     pub unsafe fn reallocate_bytes(&self, ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
+        // As in `deallocate_sized`.
+        #[cfg(miri)]
+        let ptr = ptr::with_exposed_provenance_mut::<u8>(ptr.addr());
         let segment = checked_segment_of(ptr, "realloc of invalid pointer");
         let aligned = ptr.addr() & (align - 1) == 0;
         // SAFETY: as in `deallocate_bytes`.
