@@ -10,8 +10,8 @@ use core::alloc::Layout;
 use allocator_api2::alloc::Allocator;
 use rulloc::Rulloc;
 
-/// Checked at compile time: an empty, unsorted or zero size list does not
-/// compile.
+/// Checked at compile time: an empty or unsorted list, or a size of zero,
+/// does not compile.
 static ALLOCATOR: Rulloc<3> = Rulloc::with_bucket_sizes([8, 16, 24]);
 
 fn main() {

@@ -1,13 +1,14 @@
 //! Counter and footprint assertions: what `stats()` reports, and that
 //! memory really goes back to the OS (`collect`, dropping an instance).
 //!
-//! Every assertion in this file depends on the real allocator's
-//! bookkeeping: against the `System`-backed stub (whose `stats()` is all
-//! zeros and whose `Drop` frees nothing) these tests fail by design. They
-//! only assert what holds for any correct implementation: `bytes_in_use`
-//! grows by at least the size of a live block and returns to its old value
-//! once it is freed, memory is mapped before it is handed out, and what was
-//! freed can be unmapped.
+//! Every assertion here depends on the allocator's own bookkeeping (a
+//! `System`-backed stand-in, whose `stats()` is all zeros and whose `Drop`
+//! frees nothing, fails all of them), so they live together in this file.
+//! They only assert what any correct implementation satisfies:
+//! `bytes_in_use` grows by at least the size of a live block and returns to
+//! its old value once it is freed, memory is mapped before it is handed
+//! out, what was freed can be unmapped, and repeating the same work does
+//! not keep mapping memory.
 
 mod common;
 

@@ -4,9 +4,8 @@
 //! `NonNull::dangling()`), but its `Drop` still calls
 //! `deallocate(dangling, Layout { size: 0, .. })`. So Rulloc's
 //! `Allocator::deallocate` must accept a dangling pointer with a zero-size
-//! layout and do nothing, as `std`'s `Global` does. (Against the
-//! `System`-backed stub these tests crash: the stub reads a header in front
-//! of every pointer.)
+//! layout and do nothing, as `std`'s `Global` does (an allocator that looks
+//! up metadata from every pointer it is given crashes here).
 
 mod common;
 
