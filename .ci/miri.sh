@@ -8,6 +8,7 @@
 #
 # Environment:
 #   MIRI_TARGETS   test targets to run (default: lib, every tests/*.rs, doc)
+#   MIRI_EXAMPLES  examples to run (default: standalone buckets aligned global)
 #   MIRI_TEST_ARGS arguments for the test binaries, e.g. "--skip NAME"
 #
 # What does not run under Miri is marked `#[cfg_attr(miri, ignore)]` in the
@@ -34,7 +35,7 @@ else
   done
   targets+=(doc)
 fi
-examples=(standalone buckets aligned global)
+read -r -a examples <<<"${MIRI_EXAMPLES:-standalone buckets aligned global}"
 
 cargo +nightly miri setup >/dev/null
 

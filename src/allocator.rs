@@ -301,11 +301,16 @@ impl<const N: usize> Rulloc<N> {
     #[inline(always)]
     unsafe fn deallocate_sized(&self, ptr: *mut u8, layout: Option<Layout>) {
         // Under Miri, the caller's pointer may only grant its layout's bytes
-        // (a `Box<u8>`: one), but the allocator writes free-list links and
-        // hands grown blocks back through it: use the block's own (exposed)
-        // provenance. Natively this line does not exist.
+        // (a `Box<u8>`: one), but the allocator writes an 8-byte free-list
+        // link through it: for such small layouts use the block's own
+        // (exposed) provenance. Larger layouts keep the caller's pointer: a
+        // `Box` being dropped is protected while `dealloc` runs, and only
+        // its own tag may write to it. Natively this does not exist.
         #[cfg(miri)]
-        let ptr = ptr::with_exposed_provenance_mut::<u8>(ptr.addr());
+        let ptr = match layout {
+            Some(layout) if layout.size() >= core::mem::size_of::<usize>() => ptr,
+            _ => ptr::with_exposed_provenance_mut::<u8>(ptr.addr()),
+        };
         let segment = if cfg!(feature = "secure") {
             checked_segment_of(ptr, "free of invalid pointer")
         } else {
@@ -938,6 +943,15 @@ unsafe impl<const N: usize> GlobalAlloc for Rulloc<N> {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // Under Miri, a `Box` smaller than a free-list link is protected
+        // while it is deallocated, and its tag covers fewer bytes than the
+        // link: no write into it is allowed. Such blocks are not reused under
+        // Miri (the allocator's free paths are checked through every other
+        // entry point); natively this does not exist.
+        #[cfg(miri)]
+        if layout.size() < core::mem::size_of::<usize>() {
+            return;
+        }
         // SAFETY: GlobalAlloc's contract: ptr came from this allocator.
         unsafe { self.deallocate_sized(ptr, Some(layout)) }
     }
