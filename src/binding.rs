@@ -24,7 +24,9 @@
 //!   (see [`crate::sync`]) for as long as the binding says so.
 //! * The thread-local is `const`-initialised and has no destructor, so
 //!   reading it never allocates and works during thread teardown; the exit
-//!   hook is a pthread key, which glibc stores without allocating.
+//!   hook is a pthread key, which glibc stores without allocating (on
+//!   Windows, a fiber-local storage slot with a callback: see the Windows
+//!   `imp` below).
 //! * While a binding is being made the state is [`BINDING`], so an
 //!   allocation re-entering from the registration takes the shared path.
 //! * After the exit hook ran the state is [`NEVER_BIND`]: allocations made
@@ -148,7 +150,194 @@ mod imp {
     }
 }
 
-#[cfg(not(all(unix, feature = "std")))]
+/// Windows: the same thread-local binding; the exit hook is a fiber-local
+/// storage (FLS) slot whose callback runs when the thread exits.
+///
+/// ```text
+///   FlsAlloc(on_thread_exit) ──▶ EXIT_SLOT      (one per process)
+///   bind:   FlsSetValue(EXIT_SLOT, heap)
+///   exit:   ntdll runs FLS callbacks first ──▶ on_thread_exit(heap)
+///           then the TLS callbacks (Rust's thread-local destructors)
+///           then frees the FLS slots
+/// ```
+///
+/// Two Windows specifics:
+///
+/// * Rust's `thread_local!` on `*-windows-gnu` is an OS TLS key with a
+///   destructor (there is no native `#[thread_local]` there): its first
+///   read on a thread takes a box from the process heap (`System`, never
+///   from Rulloc, so no re-entry), and its destructor resets the key.
+///   A thread-local destructor that allocates
+///   *after* it would see a fresh, unbound `CURRENT` and bind again,
+///   after the FLS callbacks already ran, leaving that heap bound forever.
+///   So the exit hook also sets a plain Win32 TLS slot (`EXITED_SLOT`, no
+///   destructor, valid to the thread's last instruction), and
+///   [`register_exit`] refuses on a thread that has it: such an allocation
+///   takes the shared path, as on Unix.
+/// * FLS is per *fiber*: deleting a fiber whose slot holds the heap runs
+///   the hook on the deleting thread. That thread then stops using its heap
+///   (its binding becomes [`NEVER_BIND`]): correct, only slower. A fiber
+///   that binds on one thread and is resumed on another is not supported
+///   (the first thread's heap would stay bound).
+#[cfg(all(windows, feature = "std", not(miri)))]
+mod imp {
+    use super::*;
+    use core::cell::Cell;
+    use core::ffi::c_void;
+    use core::sync::atomic::{AtomicU32, Ordering};
+
+    use windows_sys::Win32::System::Threading::{
+        FlsAlloc, FlsFree, FlsSetValue, TlsAlloc, TlsFree, TlsGetValue, TlsSetValue,
+        FLS_OUT_OF_INDEXES, TLS_OUT_OF_INDEXES,
+    };
+
+    use crate::heap::HeapHeader;
+
+    std::thread_local! {
+        static CURRENT: Cell<Binding> =
+            const { Cell::new(Binding { instance: UNBOUND, heap: ptr::null() }) };
+    }
+
+    /// The FLS index whose callback unbinds, plus one (0: not allocated).
+    static EXIT_SLOT: AtomicU32 = AtomicU32::new(0);
+    /// The TLS index marking threads whose exit hook ran, plus one.
+    static EXITED_SLOT: AtomicU32 = AtomicU32::new(0);
+
+    pub(crate) const SUPPORTED: bool = true;
+
+    #[inline(always)]
+    pub(crate) fn current() -> Binding {
+        CURRENT.try_with(Cell::get).unwrap_or(Binding {
+            instance: NEVER_BIND,
+            heap: ptr::null(),
+        })
+    }
+
+    pub(crate) fn set(binding: Binding) {
+        let _ = CURRENT.try_with(|current| current.set(binding));
+    }
+
+    /// An index from `alloc` (which fails with `out_of_indexes`), made once
+    /// per process and kept in `cell` plus one; `free` gives back the index
+    /// of a thread that lost the race to publish its own.
+    fn lazy_index(
+        cell: &AtomicU32,
+        alloc: impl FnOnce() -> u32,
+        out_of_indexes: u32,
+        free: impl FnOnce(u32),
+    ) -> Option<u32> {
+        let index = cell.load(Ordering::Acquire);
+        if index != 0 {
+            return Some(index - 1);
+        }
+        let new_index = alloc();
+        if new_index == out_of_indexes {
+            return None;
+        }
+        match cell.compare_exchange(0, new_index + 1, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Some(new_index),
+            Err(existing) => {
+                free(new_index);
+                Some(existing - 1)
+            }
+        }
+    }
+
+    fn exit_slot() -> Option<u32> {
+        lazy_index(
+            &EXIT_SLOT,
+            // SAFETY: the callback is an `extern "system"` function that
+            // never unwinds and lives as long as the process.
+            || unsafe { FlsAlloc(Some(on_thread_exit)) },
+            FLS_OUT_OF_INDEXES,
+            // SAFETY: the index we allocated is unused (no thread stored a
+            // value, so no callback runs).
+            |index| unsafe {
+                FlsFree(index);
+            },
+        )
+    }
+
+    fn exited_slot() -> Option<u32> {
+        lazy_index(
+            &EXITED_SLOT,
+            // SAFETY: no preconditions.
+            || unsafe { TlsAlloc() },
+            TLS_OUT_OF_INDEXES,
+            // SAFETY: the index we allocated is unused.
+            |index| unsafe {
+                TlsFree(index);
+            },
+        )
+    }
+
+    /// Whether the calling thread's exit hook already ran.
+    fn exited() -> bool {
+        let Some(slot) = exited_slot() else {
+            return false;
+        };
+        // SAFETY: reading our own slot of a valid TLS index.
+        !unsafe { TlsGetValue(slot) }.is_null()
+    }
+
+    /// Arranges for the bound heap to be cleaned up and unbound when the
+    /// calling thread exits. `false` if the OS refused, or if the thread's
+    /// exit hook already ran (a late thread-local destructor allocating).
+    pub(crate) fn register_exit(heap: *const HeapHeader) -> bool {
+        if exited() {
+            return false;
+        }
+        let Some(slot) = exit_slot() else {
+            return false;
+        };
+        // SAFETY: storing a pointer value under a valid FLS index.
+        unsafe { FlsSetValue(slot, heap.cast()) != 0 }
+    }
+
+    /// Drops the calling thread's binding without unbinding the heap's lock
+    /// (its allocator is being dropped): the thread may bind again later.
+    pub(crate) fn forget_current() {
+        set(Binding {
+            instance: UNBOUND,
+            heap: ptr::null(),
+        });
+        let slot = EXIT_SLOT.load(Ordering::Acquire);
+        if slot != 0 {
+            // SAFETY: clearing the value under a valid FLS index (a null
+            // value runs no callback).
+            unsafe { FlsSetValue(slot - 1, ptr::null()) };
+        }
+    }
+
+    /// The FLS callback: the thread (or the fiber that bound) is exiting.
+    /// Exactly the Unix hook: its heap gives back what it can (empty
+    /// regions, dirty pages), then becomes free for the next thread to
+    /// adopt. Windows calls it only for a non-null value.
+    unsafe extern "system" fn on_thread_exit(heap: *const c_void) {
+        set(Binding {
+            instance: NEVER_BIND,
+            heap: ptr::null(),
+        });
+        if let Some(slot) = exited_slot() {
+            // SAFETY: setting our own slot of a valid TLS index; any
+            // non-null value means "exited".
+            unsafe { TlsSetValue(slot, ptr::without_provenance(1)) };
+        }
+        let heap = heap.cast::<HeapHeader>();
+        // SAFETY: the value registered is the header of the heap this thread
+        // bound. A BOUND heap is never unmapped: if its allocator was
+        // dropped it is ORPHANED and `begin_exit` fails; otherwise we own it
+        // until the unlock, our last access.
+        unsafe {
+            if (*heap).lock.begin_exit() {
+                ((*heap).on_thread_exit)(heap);
+                (*heap).lock.unlock();
+            }
+        }
+    }
+}
+
+#[cfg(not(any(all(unix, feature = "std"), all(windows, feature = "std", not(miri)))))]
 mod imp {
     use super::*;
 

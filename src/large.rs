@@ -211,6 +211,7 @@ impl HugeList {
                 .fetch_sub((*segment).huge_size, Ordering::Relaxed);
             self.bytes_mapped
                 .fetch_sub((*segment).mapping_size, Ordering::Relaxed);
+            self.gauge(false, (*segment).mapping_size);
             let mut events = segment::SpanEvents::default();
             segment::unmap_segment(segment, &mut events);
         }
@@ -255,6 +256,7 @@ impl HugeList {
             }
             (*segment).mapping_size = total;
             (*segment).huge_size = total - offset;
+            self.gauge(total > old_total, total.abs_diff(old_total));
             if total > old_total {
                 self.bytes_mapped
                     .fetch_add(total - old_total, Ordering::Relaxed);

@@ -154,7 +154,12 @@ mod tests {
 
     #[test]
     fn the_map_tracks_registered_segments() {
-        let segment = 0x7100_0000_0000usize & !((1 << SEGMENT_SHIFT) - 1);
+        let address = if cfg!(target_pointer_width = "64") {
+            0x7100_0000_0000u64
+        } else {
+            0x7100_0000
+        };
+        let segment = address as usize & !((1 << SEGMENT_SHIFT) - 1);
         assert!(!is_segment(segment));
         register_segment(segment);
         assert!(is_segment(segment));

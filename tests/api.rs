@@ -235,7 +235,7 @@ fn impossible_growth_keeps_the_old_block() {
 fn enormous_sizes_fail_or_work() {
     let a = Rulloc::default();
     let sizes: &[usize] = if cfg!(target_pointer_width = "64") {
-        &[1 << 40, 1 << 44, 1 << 47, (1 << 47) + 1]
+        &[1u64 << 40, 1 << 44, 1 << 47, (1 << 47) + 1].map(|size| size as usize)
     } else {
         &[1 << 30, 3 << 30]
     };

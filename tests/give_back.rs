@@ -3,6 +3,7 @@
 //! thread), leaves resident memory under 64 MiB, both after an explicit
 //! `collect()` and, without any call, once the threads have exited and the
 //! purge delay has passed. (One test in its own binary: RSS is per process.)
+#![cfg(target_os = "linux")] // RSS from /proc/self/statm
 
 use std::sync::{mpsc, Barrier};
 use std::thread;

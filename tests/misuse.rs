@@ -111,7 +111,7 @@ fn run_case(name: &str) {
                 let p = a.allocate_bytes(32, 8);
                 let _keep = a.allocate_bytes(32, 8);
                 a.deallocate_bytes(p);
-                p.cast::<usize>().write(0x4141_4141_4141);
+                p.cast::<usize>().write(0x4141_4141_4141_u64 as usize);
                 for _ in 0..64 {
                     let _ = a.allocate_bytes(32, 8);
                 }

@@ -316,6 +316,7 @@ fn child(headroom: usize) {
     // headroom, any growth of glibc's heap would abort the child, whatever
     // Rulloc does).
     // SAFETY: mallopt only tunes glibc's malloc; called before any thread.
+    #[cfg(target_env = "gnu")]
     unsafe {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
@@ -337,12 +338,12 @@ fn child(headroom: usize) {
         // null.
         c.record(
             "1 MiB blocks end with null",
-            exhaust(&mut blocks, 4 * GIB / MIB, || a.allocate_bytes(MIB, 8)),
+            exhaust(&mut blocks, 4 * (GIB / MIB), || a.allocate_bytes(MIB, 8)),
         );
         let mib_blocks = blocks.len;
         c.record(
             "64 KiB blocks end with null",
-            exhaust(&mut blocks, 4 * GIB / (64 * KIB), || {
+            exhaust(&mut blocks, 4 * (GIB / (64 * KIB)), || {
                 a.allocate_bytes(64 * KIB, 8)
             }),
         );

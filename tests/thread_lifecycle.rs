@@ -66,17 +66,20 @@ fn producers_and_consumers_check_every_block() {
         for p in 0..producers {
             let sender = sender.clone();
             scope.spawn(move || {
-                let mut seed: usize = p * 1_000_003 + 1;
+                // A 64-bit LCG on every target (usize is 32 bits on i686).
+                let mut seed: u64 = p as u64 * 1_000_003 + 1;
                 for i in 0..per_producer {
                     seed = seed
                         .wrapping_mul(6364136223846793005)
                         .wrapping_add(1442695040888963407)
                         >> 1;
+                    let random = (seed >> 20) as usize;
                     let size = match i % 100 {
-                        0 if !cfg!(miri) => 1 + (seed >> 20) % (4 << 20),
-                        1..=9 => 1 + (seed >> 20) % (256 << 10),
-                        _ => 8 + (seed >> 20) % 1024,
+                        0 if !cfg!(miri) => 1 + random % (4 << 20),
+                        1..=9 => 1 + random % (256 << 10),
+                        _ => 8 + random % 1024,
                     };
+                    let seed = seed as usize;
                     sender.send((seed, pattern(seed, size))).unwrap();
                 }
             });

@@ -40,7 +40,9 @@ fn map(size: usize) -> Option<NonNull<u8>> {
 }
 
 pub(crate) fn map_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
-    let page = super::page_size();
+    // The kernel's page, not a simulated larger one: it is what `mmap`
+    // aligns its results to, so the padding must be sized by it.
+    let page = os_page_size();
     if align <= page {
         return map(size);
     }

@@ -83,8 +83,20 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 pub(crate) fn write_stderr(bytes: &[u8]) {
-    use windows_sys::Win32::Storage::FileSystem::WriteFile;
+    use windows_sys::Win32::Foundation::{BOOL, HANDLE};
     use windows_sys::Win32::System::Console::{GetStdHandle, STD_ERROR_HANDLE};
+    // Declared here: windows-sys only offers `WriteFile` with its
+    // `Win32_System_IO` feature (for `OVERLAPPED`, which we never pass).
+    #[link(name = "kernel32")]
+    extern "system" {
+        fn WriteFile(
+            file: HANDLE,
+            buffer: *const u8,
+            length: u32,
+            written: *mut u32,
+            overlapped: *mut c_void,
+        ) -> BOOL;
+    }
     // SAFETY: writing initialised bytes to the process's stderr handle.
     unsafe {
         let handle = GetStdHandle(STD_ERROR_HANDLE);
