@@ -25,14 +25,18 @@ fn rss_bytes() -> usize {
 /// medium (8..64 KiB) objects, touching every page, then each hands half of
 /// its objects to the other thread to free. Returns the peak RSS seen.
 fn peak_and_free(bytes_per_thread: usize) -> usize {
-    let barrier = Barrier::new(2);
+    let barrier = std::sync::Arc::new(Barrier::new(2));
     let (to_a, from_b) = mpsc::channel::<Vec<Box<[u8]>>>();
     let (to_b, from_a) = mpsc::channel::<Vec<Box<[u8]>>>();
-    let peak = std::sync::atomic::AtomicUsize::new(0);
-    thread::scope(|scope| {
-        for (sender, receiver) in [(to_b, from_b), (to_a, from_a)] {
-            let (barrier, peak) = (&barrier, &peak);
-            scope.spawn(move || {
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Plain threads joined by handle: `join` returns once the thread has
+    // fully exited, its exit hook (which gives its heap back) included;
+    // the end of a `thread::scope` does not wait for that.
+    let workers: Vec<_> = [(to_b, from_b), (to_a, from_a)]
+        .into_iter()
+        .map(|(sender, receiver)| {
+            let (barrier, peak) = (barrier.clone(), peak.clone());
+            thread::spawn(move || {
                 let mut mine = Vec::new();
                 let mut total = 0;
                 let mut i = 0usize;
@@ -58,9 +62,12 @@ fn peak_and_free(bytes_per_thread: usize) -> usize {
                 drop(received);
                 // Both have freed everything before either exits.
                 barrier.wait();
-            });
-        }
-    });
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
     peak.load(std::sync::atomic::Ordering::Relaxed)
 }
 
