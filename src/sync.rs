@@ -207,6 +207,7 @@ mod loom_models {
                 let heap = heap.clone();
                 thread::spawn(move || {
                     if heap.lock.try_bind() {
+                        // SAFETY: bound: this thread owns the data (under test).
                         heap.data.with_mut(|data| unsafe { *data += 1 });
                         heap.lock.unbind();
                     }
@@ -215,12 +216,14 @@ mod loom_models {
             thread::yield_now();
             // A thread borrowing it, waiting unless it is bound.
             if heap.lock.lock_unless_bound() {
+                // SAFETY: locked: this thread owns the data (under test).
                 heap.data.with_mut(|data| unsafe { *data += 1 });
                 heap.lock.unlock();
             }
             owner.join().unwrap();
             // Adoption after the owner exited always succeeds.
             assert!(heap.lock.try_bind());
+            // SAFETY: bound again by this thread, the only one left.
             heap.data.with(|data| assert!(unsafe { *data } <= 2));
             heap.lock.unbind();
         });
