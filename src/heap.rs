@@ -477,16 +477,18 @@ impl<const N: usize> Heap<N> {
         // SAFETY: lock held; region is ours.
         unsafe {
             if (*region).kind == RegionKind::Small {
-                // Cheap double-free check: the block was just freed (it
-                // heads the free list). The secure build checks every free.
-                if block.cast() == (*region).free {
+                if crate::block::SECURE {
+                    // Every double and interior free (the live bitmap).
+                    Region::release_live(region, block, "free of invalid pointer");
+                } else if block.cast() == (*region).free {
+                    // Cheap double-free check: the block was just freed (it
+                    // heads the free list).
                     misuse::fatal("double free of", block);
                 }
-                if crate::block::SECURE {
-                    Region::set_live(region, block, false, "double free of");
-                }
+                self.free_small(region, block);
+            } else {
+                self.free_large(region, block);
             }
-            self.free_owned(region, block);
         }
     }
 
@@ -498,34 +500,61 @@ impl<const N: usize> Heap<N> {
     /// bit has just been cleared by the caller.
     #[inline(always)]
     unsafe fn free_owned(&self, region: *mut Region, block: *mut u8) {
-        // SAFETY: lock held; region is ours.
+        // SAFETY: forwarded.
         unsafe {
             if (*region).kind == RegionKind::Small {
-                // Read the fields before writing the block's link: the
-                // compiler cannot know the block does not alias them.
-                let head = (*region).free;
-                let used = (*region).used;
-                crate::block::set_next(block.cast(), head, (*region).key);
-                (*region).free = block.cast();
-                (*region).used = used.wrapping_sub(1);
-                drop_by(
-                    self.bucket_blocks.get_unchecked((*region).bucket as usize),
-                    1,
-                );
-                // An empty region at the head of its queue stays: it is the
-                // one allocation serves from next. (A free into a region with
-                // nothing in use is a double free, but checking it here costs
-                // every free two instructions: the secure build does.)
-                if (*region).in_full || (used == 1 && !(*region).prev.is_null()) {
-                    self.free_small_slow(region);
-                }
+                self.free_small(region, block);
             } else {
-                if (*region).kind != RegionKind::Large || block != (*region).start {
-                    misuse::fatal("free of invalid pointer", block);
-                }
-                drop_by(&self.counters.bytes_in_use, (*region).block_size);
-                self.retire_large(region);
+                self.free_large(region, block);
             }
+        }
+    }
+
+    /// [`Heap::free_owned`] of a small block.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Heap::free_owned`]; `region` is a small region.
+    #[inline(always)]
+    unsafe fn free_small(&self, region: *mut Region, block: *mut u8) {
+        // SAFETY: lock held; region is ours.
+        unsafe {
+            // Read the fields before writing the block's link: the compiler
+            // cannot know the block does not alias them.
+            let head = (*region).free;
+            let used = (*region).used;
+            crate::block::set_next(block.cast(), head, (*region).key);
+            (*region).free = block.cast();
+            (*region).used = used.wrapping_sub(1);
+            drop_by(
+                self.bucket_blocks.get_unchecked((*region).bucket as usize),
+                1,
+            );
+            // An empty region at the head of its queue stays: it is the one
+            // allocation serves from next. (A free into a region with nothing
+            // in use is a double free, but checking it here costs every free
+            // two instructions: the secure build's bitmap catches it.)
+            if (*region).in_full || (used == 1 && !(*region).prev.is_null()) {
+                self.free_small_slow(region);
+            }
+        }
+    }
+
+    /// [`Heap::free_owned`] of anything but a small block: a large block,
+    /// or a pointer that is not a block at all.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Heap::free_owned`]; `region` is not a small region.
+    #[inline(always)]
+    unsafe fn free_large(&self, region: *mut Region, block: *mut u8) {
+        // SAFETY: lock held; region is ours.
+        unsafe {
+            if (*region).kind != RegionKind::Large || block != (*region).start {
+                misuse::fatal("free of invalid pointer", block);
+            }
+            drop_by(&self.counters.bytes_in_use, (*region).block_size);
+            self.retire_large(region);
         }
     }
 
@@ -639,7 +668,7 @@ impl<const N: usize> Heap<N> {
                 let region = segment::region_of(segment::segment_of(block_ptr), block_ptr);
                 if crate::block::SECURE && (*region).kind == RegionKind::Small {
                     // Remote frees leave the live bit to the owner.
-                    Region::set_live(region, block_ptr, false, "double free of");
+                    Region::release_live(region, block_ptr, "free of invalid pointer");
                 }
                 self.free_owned(region, block_ptr);
                 block = next;

@@ -109,13 +109,25 @@ pub(crate) struct Region {
     /// (stored at the start of the region; null otherwise). Owner only:
     /// remote frees leave their bits to [`Region::collect`].
     pub(crate) live: *mut usize,
-    /// `2^42 / block_size + 1`: `offset * reciprocal >> 42` is
-    /// `offset / block_size` for every offset inside a segment.
-    pub(crate) reciprocal: u64,
+    /// With `block_size = d << shift` (`d` odd): the inverse of `d` modulo
+    /// `2^usize::BITS`. See [`Region::index_of`].
+    pub(crate) inverse: usize,
+    /// Trailing zero bits of `block_size`.
+    pub(crate) shift: u32,
 }
 
-/// The shift that goes with [`Region::reciprocal`].
-const RECIPROCAL_SHIFT: u32 = 42;
+/// The inverse of the odd number `d` modulo `2^usize::BITS` (Newton's
+/// iteration: `d` is its own inverse modulo 8, and every step doubles the
+/// number of correct low bits).
+const fn odd_inverse(d: usize) -> usize {
+    let mut inverse = d;
+    let mut correct_bits = 3;
+    while correct_bits < usize::BITS {
+        inverse = inverse.wrapping_mul(2usize.wrapping_sub(d.wrapping_mul(inverse)));
+        correct_bits *= 2;
+    }
+    inverse
+}
 
 impl Region {
     /// Turns a freshly allocated span into a region of `block_size` blocks.
@@ -167,52 +179,74 @@ impl Region {
             (*region).prev = ptr::null_mut();
             (*region).key = key;
             (*region).live = live;
-            (*region).reciprocal = (1u64 << RECIPROCAL_SHIFT) / block_size as u64 + 1;
+            (*region).shift = block_size.trailing_zeros();
+            (*region).inverse = odd_inverse(block_size >> block_size.trailing_zeros());
         }
     }
 
-    /// Secure build: whether `block` is the start of one of the region's
-    /// blocks, and its index.
+    /// Secure build: the index of `block` among the region's blocks, or a
+    /// number `>= capacity` when `block` is not the start of one of them
+    /// (outside the region, or inside a block). No division and no second
+    /// compare: with `block_size = d << shift`, `d` odd, the offset from
+    /// `start` is a multiple of `block_size` exactly when
+    /// `rotate_right(offset * inverse(d), shift)` is at most
+    /// `usize::MAX / block_size`, and then that value *is* the quotient
+    /// (exact division by multiplication, Hacker's Delight §10-17). A
+    /// pointer below `start` wraps to an offset near `2^usize::BITS`, whose
+    /// quotient (if any) is far above any capacity.
     ///
     /// # Safety
     ///
     /// `region` is a live small region.
-    #[inline]
-    pub(crate) unsafe fn block_index(region: *mut Region, block: *const u8) -> Option<usize> {
-        // SAFETY: immutable fields of a live region.
+    #[inline(always)]
+    pub(crate) unsafe fn index_of(region: *mut Region, block: *const u8) -> usize {
+        // SAFETY: immutable fields of a live small region.
         unsafe {
-            let start = (*region).start.addr();
-            if block.addr() < start || block.addr() >= (*region).end.addr() {
-                return None;
-            }
-            let offset = (block.addr() - start) as u64;
-            let index = (offset * (*region).reciprocal) >> RECIPROCAL_SHIFT;
-            (index * (*region).block_size as u64 == offset).then_some(index as usize)
+            let offset = block.addr().wrapping_sub((*region).start.addr());
+            offset
+                .wrapping_mul((*region).inverse)
+                .rotate_right((*region).shift)
         }
     }
 
-    /// Secure build: flips the live bit of `block` to `live`, stopping the
-    /// process with `what` if it already had that value (a block handed out
-    /// twice, or freed twice) or if `block` is not one of the region's.
+    /// Secure build: the live-bitmap word and bit of `block`, or `None`
+    /// when `block` is not the start of one of the region's blocks.
+    ///
+    /// # Safety
+    ///
+    /// `region` is a live small region of the secure build.
+    #[inline(always)]
+    unsafe fn live_bit(region: *mut Region, block: *const u8) -> Option<(*mut usize, usize)> {
+        // SAFETY: an index below capacity is inside the bitmap.
+        unsafe {
+            let index = Self::index_of(region, block);
+            if index >= (*region).capacity as usize {
+                return None;
+            }
+            let bits = usize::BITS as usize;
+            Some(((*region).live.add(index / bits), 1usize << (index % bits)))
+        }
+    }
+
+    /// Secure build: clears the live bit of `block`, which is being freed.
+    /// Stops the process with `invalid` if `block` is not the start of one
+    /// of the region's blocks, and with "double free of" if it is not
+    /// allocated. One load, one test, one xor-store on the way through.
     ///
     /// # Safety
     ///
     /// `region` is a live small region of the secure build, owned by the
     /// caller's heap.
     #[inline(always)]
-    pub(crate) unsafe fn set_live(region: *mut Region, block: *const u8, live: bool, what: &str) {
-        // SAFETY: forwarded; the bitmap covers every block index and only
-        // the owner touches it.
+    pub(crate) unsafe fn release_live(region: *mut Region, block: *const u8, invalid: &str) {
+        // SAFETY: forwarded; only the owner touches the bitmap.
         unsafe {
-            let Some(index) = Self::block_index(region, block) else {
-                crate::misuse::fatal("free of invalid pointer", block);
+            let Some((word, bit)) = Self::live_bit(region, block) else {
+                crate::misuse::fatal(invalid, block);
             };
-            let bits = usize::BITS as usize;
-            let word = (*region).live.add(index / bits);
-            let bit = 1usize << (index % bits);
             let before = *word;
-            if (before & bit != 0) == live {
-                crate::misuse::fatal(what, block);
+            if before & bit == 0 {
+                crate::misuse::fatal("double free of", block);
             }
             *word = before ^ bit;
         }
@@ -226,55 +260,37 @@ impl Region {
     /// `region` is a live small region of the secure build, owned by the
     /// caller's heap.
     pub(crate) unsafe fn is_live(region: *mut Region, block: *const u8) -> bool {
-        // SAFETY: forwarded; the bitmap covers every block index.
-        unsafe {
-            let Some(index) = Self::block_index(region, block) else {
-                return false;
-            };
-            let bits = usize::BITS as usize;
-            *(*region).live.add(index / bits) & (1 << (index % bits)) != 0
+        // SAFETY: forwarded.
+        match unsafe { Self::live_bit(region, block) } {
+            // SAFETY: the bitmap covers every block index.
+            Some((word, bit)) => unsafe { *word & bit != 0 },
+            None => false,
         }
     }
 
-    /// Secure build: a decoded link must be null or point into the region's
-    /// blocks (a forged or overwritten link decodes to a random address, so
-    /// the range check catches it; the boundary is checked when the block
-    /// is handed out, by [`Region::mark_allocated`]).
-    ///
-    /// # Safety
-    ///
-    /// `region` is a live small region.
-    #[inline(always)]
-    unsafe fn check_link(region: *mut Region, link: *mut Block) {
-        // SAFETY: immutable fields of a live region.
-        let (start, end) = unsafe { ((*region).start.addr(), (*region).end.addr()) };
-        if !link.is_null() && (link.addr() < start || link.addr() >= end) {
-            crate::misuse::fatal("corrupted free list in region", region.cast());
-        }
-    }
-
-    /// Secure build: sets the live bit of a block leaving the free list; a
-    /// bit already set, or an address off the block grid, means the free
-    /// list was corrupted.
+    /// Secure build: sets the live bit of the block at the head of the free
+    /// list before it is handed out. The head is checked *before* its link
+    /// is read: an overwritten link decodes to a random address, which is
+    /// caught here, when it reaches the head, as one that is not a block
+    /// start of this region (so it is never dereferenced); a forged link to
+    /// an allocated block is caught by its live bit.
     ///
     /// # Safety
     ///
     /// `region` is a live small region of the secure build owned by the
-    /// caller; `block` passed [`Region::check_link`].
+    /// caller.
     #[inline(always)]
-    unsafe fn mark_allocated(region: *mut Region, block: *const u8) {
-        // SAFETY: the block lies in the region (checked as a link), so its
-        // index is inside the bitmap.
+    unsafe fn take_live(region: *mut Region, block: *const u8) {
+        // SAFETY: forwarded; only the owner touches the bitmap.
         unsafe {
-            let offset = (block.addr() - (*region).start.addr()) as u64;
-            let index = ((offset * (*region).reciprocal) >> RECIPROCAL_SHIFT) as usize;
-            let bits = usize::BITS as usize;
-            let word = (*region).live.add(index / bits);
-            let bit = 1usize << (index % bits);
-            if *word & bit != 0 || index as u64 * (*region).block_size as u64 != offset {
-                crate::misuse::fatal("corrupted free list in region", region.cast());
+            let Some((word, bit)) = Self::live_bit(region, block) else {
+                corrupted(region);
+            };
+            let before = *word;
+            if before & bit != 0 {
+                corrupted(region);
             }
-            *word |= bit;
+            *word = before | bit;
         }
     }
 
@@ -315,11 +331,10 @@ impl Region {
         unsafe {
             let block = (*region).free;
             if !block.is_null() {
-                let next = block::next_of(block, (*region).key);
                 if block::SECURE {
-                    Self::check_link(region, next);
-                    Self::mark_allocated(region, block.cast());
+                    Self::take_live(region, block.cast());
                 }
+                let next = block::next_of(block, (*region).key);
                 (*region).free = next;
                 (*region).used += 1;
             }
@@ -345,8 +360,9 @@ impl Region {
         // when the owner collects the block (its live bit is then clear).
         if block::SECURE && kind == RegionKind::Small {
             // SAFETY: immutable fields of a live small region.
-            let index = unsafe { Self::block_index(region, block) };
-            if index.is_none() {
+            let index = unsafe { Self::index_of(region, block) };
+            // SAFETY: as above.
+            if index >= unsafe { (*region).capacity } as usize {
                 crate::misuse::fatal("free of invalid pointer", block);
             }
         }
@@ -397,11 +413,12 @@ impl Region {
             let mut count = 0;
             let key = (*region).key;
             while !block.is_null() {
-                let next = block::next_of(block, key);
                 if block::SECURE && (*region).kind == RegionKind::Small {
-                    Self::check_link(region, next);
-                    Self::set_live(region, block.cast(), false, "double free of");
+                    // Checked before its link is read: the head passed
+                    // `push_remote`'s check, the others come from links.
+                    Self::release_live(region, block.cast(), "corrupted free list in region");
                 }
+                let next = block::next_of(block, key);
                 block::set_next(block, (*region).free, key);
                 (*region).free = block;
                 block = next;
@@ -432,18 +449,25 @@ impl Region {
             if block::SECURE && count > 1 {
                 // Randomised order: visit the batch with a random start and
                 // a stride coprime to its length.
+                // (Reduced below `count` once, so the walk needs a compare,
+                // not a division, per block.)
                 let random = crate::misuse::random_key(first.addr());
                 let stride = [3, 5, 7, 11, 13, 17, 19, 23]
                     .into_iter()
                     .find(|&p| count % p != 0)
-                    .unwrap_or(1);
-                let mut index = random % count;
+                    .unwrap_or(1)
+                    % count;
+                let mut offset = (random % count) * size;
+                let (step, wrap) = (stride * size, count * size);
                 let mut head = (*region).free;
                 for _ in 0..count {
-                    let block = first.add(index * size).cast::<Block>();
+                    let block = first.add(offset).cast::<Block>();
                     block::set_next(block, head, key);
                     head = block;
-                    index = (index + stride) % count;
+                    offset += step;
+                    if offset >= wrap {
+                        offset -= wrap;
+                    }
                 }
                 (*region).free = head;
             } else {
@@ -496,6 +520,14 @@ impl Region {
             );
         }
     }
+}
+
+/// Secure build: a free list of `region` held something that is not a
+/// free block of it (an overwritten or forged link).
+#[cold]
+#[inline(never)]
+fn corrupted(region: *mut Region) -> ! {
+    crate::misuse::fatal("corrupted free list in region", region.cast())
 }
 
 /// A heap's stack of blocks freed by other threads into regions that were
@@ -555,6 +587,87 @@ impl DelayedStack {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small region descriptor over a fake span at `start` (never
+    /// dereferenced: `index_of` only does arithmetic on addresses).
+    fn region_at(start: usize, span: usize, block_size: usize) -> Region {
+        let mut region: Region = unsafe_zeroed();
+        region.start = ptr::without_provenance_mut(start);
+        region.capacity = (span / block_size) as u32;
+        region.block_size = block_size;
+        region.shift = block_size.trailing_zeros();
+        region.inverse = odd_inverse(block_size >> region.shift);
+        region
+    }
+
+    fn unsafe_zeroed() -> Region {
+        // SAFETY: every field of a Region is valid all-zero (null pointers,
+        // zero integers, `RegionKind::Unused`, an empty atomic).
+        unsafe { core::mem::zeroed() }
+    }
+
+    #[test]
+    fn odd_inverses_are_inverses() {
+        for d in (1..10_000usize)
+            .step_by(2)
+            .chain([usize::MAX, usize::MAX - 2])
+        {
+            assert_eq!(d.wrapping_mul(odd_inverse(d)), 1, "d = {d}");
+        }
+    }
+
+    /// `index_of` is below capacity exactly for block starts, and is then
+    /// their index; everything else (interior, before, after, far away)
+    /// lands at or above capacity.
+    #[test]
+    fn index_of_accepts_exactly_the_block_starts() {
+        let start = 0x7f00_0040_2000usize;
+        let mut sizes: std::vec::Vec<usize> = (8..=1024).step_by(8).collect();
+        sizes.extend((3..=20).map(|shift| 1 << shift));
+        sizes.extend([1280, 3 << 10, 24 << 10, 40 << 10, 96 << 10, 640 << 10]);
+        for block_size in sizes {
+            let span = (64 << 10usize).max(4 * block_size);
+            let mut region = region_at(start, span, block_size);
+            let region = ptr::addr_of_mut!(region);
+            let capacity = span / block_size;
+            let check = |address: usize| {
+                // SAFETY: `index_of` reads the descriptor only.
+                let index = unsafe { Region::index_of(region, ptr::without_provenance(address)) };
+                let offset = address.wrapping_sub(start);
+                let is_start =
+                    address >= start && offset % block_size == 0 && offset / block_size < capacity;
+                assert_eq!(
+                    index < capacity,
+                    is_start,
+                    "size {block_size}, offset {offset:#x}"
+                );
+                if is_start {
+                    assert_eq!(index, offset / block_size);
+                }
+            };
+            let near = [start, start + span - 3 * block_size];
+            for base in near {
+                for delta in 0..6 * block_size {
+                    check(base.wrapping_sub(3 * block_size).wrapping_add(delta));
+                }
+            }
+            for far in [
+                0,
+                1,
+                8,
+                start - (4 << 20),
+                start + (4 << 20),
+                usize::MAX - 7,
+            ] {
+                check(far);
+            }
+        }
+    }
+}
+
 /// loom models of the lock-free parts: run with
 /// `RUSTFLAGS="--cfg loom" cargo test -p rulloc --lib --release loom`.
 #[cfg(all(test, loom))]
@@ -599,7 +712,8 @@ mod loom_models {
                     freed_at: 0,
                     key: 0,
                     live: ptr::null_mut(),
-                    reciprocal: 0,
+                    inverse: 1,
+                    shift: 0,
                 }),
                 delayed: DelayedStack::new(),
             })
