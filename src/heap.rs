@@ -317,6 +317,10 @@ impl<const N: usize> Heap<N> {
                     bump(&self.bucket_blocks[bucket], 1);
                     return block;
                 }
+                if crate::block::SECURE && !(*region).free.is_null() {
+                    // `pop` refused the head of the free list.
+                    crate::region::corrupted(region);
+                }
                 // Nothing left: park the region as full, unless a remote free
                 // slipped in (then the next round collects it).
                 if Region::try_mark_full(region) {

@@ -74,8 +74,9 @@ pub(crate) struct Region {
     pub(crate) free: *mut Block,
     /// Blocks handed out and not yet returned to the owner.
     pub(crate) used: u32,
-    /// Blocks that fit in the region.
-    pub(crate) capacity: u32,
+    /// Blocks that fit in the region (a word: the secure build compares
+    /// [`Region::index_of`] with it on every allocation and free).
+    pub(crate) capacity: usize,
     /// Size of every block (for `Large`, the whole usable span).
     pub(crate) block_size: usize,
     /// Remote frees (a block list) or [`FULL`].
@@ -166,7 +167,7 @@ impl Region {
         unsafe {
             (*region).free = ptr::null_mut();
             (*region).used = 0;
-            (*region).capacity = capacity as u32;
+            (*region).capacity = capacity;
             (*region).block_size = block_size;
             (*region).thread_free.store(0, Ordering::Relaxed);
             (*region).start = start;
@@ -209,8 +210,9 @@ impl Region {
         }
     }
 
-    /// Secure build: the live-bitmap word and bit of `block`, or `None`
-    /// when `block` is not the start of one of the region's blocks.
+    /// Secure build: the live-bitmap word of `block` and the position of
+    /// its bit in it, or `None` when `block` is not the start of one of the
+    /// region's blocks.
     ///
     /// # Safety
     ///
@@ -220,18 +222,18 @@ impl Region {
         // SAFETY: an index below capacity is inside the bitmap.
         unsafe {
             let index = Self::index_of(region, block);
-            if index >= (*region).capacity as usize {
+            if index >= (*region).capacity {
                 return None;
             }
             let bits = usize::BITS as usize;
-            Some(((*region).live.add(index / bits), 1usize << (index % bits)))
+            Some(((*region).live.add(index / bits), index % bits))
         }
     }
 
     /// Secure build: clears the live bit of `block`, which is being freed.
     /// Stops the process with `invalid` if `block` is not the start of one
     /// of the region's blocks, and with "double free of" if it is not
-    /// allocated. One load, one test, one xor-store on the way through.
+    /// allocated. One load, one bit reset, one compare, one store.
     ///
     /// # Safety
     ///
@@ -244,11 +246,14 @@ impl Region {
             let Some((word, bit)) = Self::live_bit(region, block) else {
                 crate::misuse::fatal(invalid, block);
             };
+            // Clear, then compare: one bit-reset instruction instead of a
+            // test plus a mask built for the update.
             let before = *word;
-            if before & bit == 0 {
+            let after = before & !(1 << bit);
+            if after == before {
                 crate::misuse::fatal("double free of", block);
             }
-            *word = before ^ bit;
+            *word = after;
         }
     }
 
@@ -263,7 +268,7 @@ impl Region {
         // SAFETY: forwarded.
         match unsafe { Self::live_bit(region, block) } {
             // SAFETY: the bitmap covers every block index.
-            Some((word, bit)) => unsafe { *word & bit != 0 },
+            Some((word, bit)) => unsafe { *word & (1 << bit) != 0 },
             None => false,
         }
     }
@@ -275,22 +280,24 @@ impl Region {
     /// start of this region (so it is never dereferenced); a forged link to
     /// an allocated block is caught by its live bit.
     ///
+    /// Returns `false` (and changes nothing) when the free list is
+    /// corrupted: the caller stops the process.
+    ///
     /// # Safety
     ///
     /// `region` is a live small region of the secure build owned by the
     /// caller.
     #[inline(always)]
-    unsafe fn take_live(region: *mut Region, block: *const u8) {
+    unsafe fn take_live(region: *mut Region, block: *const u8) -> bool {
         // SAFETY: forwarded; only the owner touches the bitmap.
         unsafe {
             let Some((word, bit)) = Self::live_bit(region, block) else {
-                corrupted(region);
+                return false;
             };
             let before = *word;
-            if before & bit != 0 {
-                corrupted(region);
-            }
-            *word = before | bit;
+            let after = before | (1 << bit);
+            *word = after;
+            after != before
         }
     }
 
@@ -320,6 +327,9 @@ impl Region {
     }
 
     /// Pops a block from the owner-local free list: the allocation fast path.
+    /// Null when the list is empty, or (secure build) when its head is not a
+    /// free block of the region: then `free` stays non-null, and the caller
+    /// must stop the process with [`corrupted`] instead of retrying.
     ///
     /// # Safety
     ///
@@ -331,8 +341,10 @@ impl Region {
         unsafe {
             let block = (*region).free;
             if !block.is_null() {
-                if block::SECURE {
-                    Self::take_live(region, block.cast());
+                if block::SECURE && !Self::take_live(region, block.cast()) {
+                    // Reported by the caller's slow path (see `pop`'s doc):
+                    // no call here keeps the fast path free of a stack frame.
+                    return ptr::null_mut();
                 }
                 let next = block::next_of(block, (*region).key);
                 (*region).free = next;
@@ -362,7 +374,7 @@ impl Region {
             // SAFETY: immutable fields of a live small region.
             let index = unsafe { Self::index_of(region, block) };
             // SAFETY: as above.
-            if index >= unsafe { (*region).capacity } as usize {
+            if index >= unsafe { (*region).capacity } {
                 crate::misuse::fatal("free of invalid pointer", block);
             }
         }
@@ -526,7 +538,7 @@ impl Region {
 /// free block of it (an overwritten or forged link).
 #[cold]
 #[inline(never)]
-fn corrupted(region: *mut Region) -> ! {
+pub(crate) fn corrupted(region: *mut Region) -> ! {
     crate::misuse::fatal("corrupted free list in region", region.cast())
 }
 
@@ -596,7 +608,7 @@ mod tests {
     fn region_at(start: usize, span: usize, block_size: usize) -> Region {
         let mut region: Region = unsafe_zeroed();
         region.start = ptr::without_provenance_mut(start);
-        region.capacity = (span / block_size) as u32;
+        region.capacity = span / block_size;
         region.block_size = block_size;
         region.shift = block_size.trailing_zeros();
         region.inverse = odd_inverse(block_size >> region.shift);
