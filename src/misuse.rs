@@ -108,8 +108,15 @@ pub(crate) fn random_key(salt: usize) -> usize {
         .fetch_add(WEYL as usize, Ordering::Relaxed)
         .wrapping_add(state)
         ^ salt;
-    // splitmix64 finaliser.
-    let mut z = state as u64;
+    mix(state)
+}
+
+/// The splitmix64 finaliser: every input bit affects every output bit.
+/// Mixing a secret (a region's key) with a public value gives a value as
+/// unpredictable as the secret, without touching shared state.
+#[inline]
+pub(crate) fn mix(value: usize) -> usize {
+    let mut z = value as u64;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     (z ^ (z >> 31)) as usize

@@ -460,12 +460,15 @@ impl Region {
             let key = (*region).key;
             if block::SECURE && count > 1 {
                 // Randomised order: visit the batch with a random start and
-                // a stride coprime to its length.
-                // (Reduced below `count` once, so the walk needs a compare,
-                // not a division, per block.)
-                let random = crate::misuse::random_key(first.addr());
-                let stride = [3, 5, 7, 11, 13, 17, 19, 23]
-                    .into_iter()
+                // a random stride coprime to its length (reduced below
+                // `count` once, so the walk needs a compare, not a division,
+                // per block). The randomness is the region's secret key mixed
+                // with the batch address: no shared generator state to touch.
+                const STRIDES: [usize; 8] = [3, 5, 7, 11, 13, 17, 19, 23];
+                let random = crate::misuse::mix(key ^ first.addr());
+                let pick = (random >> 24) % STRIDES.len();
+                let stride = (0..STRIDES.len())
+                    .map(|i| STRIDES[(pick + i) % STRIDES.len()])
                     .find(|&p| count % p != 0)
                     .unwrap_or(1)
                     % count;
