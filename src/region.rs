@@ -38,6 +38,29 @@
 //!   owner when it frees the block.
 //! * `bump..end` is never-used memory: blocks are carved from it lazily,
 //!   a page's worth at a time, so a fresh region costs no writes until used.
+//!
+//! Secure build (`secure` feature), in addition:
+//!
+//! ```text
+//!  span start                start                                    end
+//!  +-------------------------+------+------+------+- - - - - - - - - -+
+//!  | live bitmap (whole      | blk0 | blk1 | blk2 |                    |
+//!  | blocks, 1 bit/block)    |      |      |      |                    |
+//!  +-------------------------+------+------+------+- - - - - - - - - -+
+//! ```
+//!
+//! * A block's live bit is set exactly while it is handed out: `pop` sets
+//!   it (a set bit there means a forged link), every free clears it (a
+//!   clear bit there is a double free), local, remote (in `collect`) or
+//!   delayed alike. Only the owner touches the bitmap.
+//! * Links on both free lists are stored XOR-ed with `key` (random, odd).
+//!   A block is validated *before* its link is read: `pop` checks the head,
+//!   `collect` each block it walks, so a corrupted link is reported, never
+//!   followed.
+//! * [`Region::index_of`] maps an address to its block index with one
+//!   multiply, one rotate and one compare against `capacity` (exact
+//!   division by `block_size`, constants `inverse` and `shift`): anything
+//!   that is not a block start of this region lands at or above `capacity`.
 
 use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use core::ptr;
