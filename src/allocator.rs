@@ -37,12 +37,13 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
 use crate::binding::{self, Binding, BINDING, NEVER_BIND, UNBOUND};
 use crate::bucket::{Config, DEFAULT_BUCKET_COUNT, DEFAULT_BUCKET_SIZES};
+use crate::fork;
 use crate::heap::{owner_of, Heap, SharedCounters};
 use crate::large::{huge_usable_size, HugeList, LARGE_MAX_SIZE};
 use crate::misuse;
@@ -75,18 +76,15 @@ pub(crate) const MAX_HEAPS: usize = 64;
 /// ```
 pub struct Rulloc<const N: usize = DEFAULT_BUCKET_COUNT> {
     config: Config<N>,
-    heaps: [AtomicPtr<Heap<N>>; MAX_HEAPS],
-    huge: HugeList,
-    /// Heaps locked by [`Rulloc::fork_prepare`], one bit per index.
-    fork_locked: AtomicU64,
+    /// Heaps, huge blocks, counters and the fork registry entry: mapped on
+    /// first use, because they must never move (see [`InstanceState`]).
+    state: AtomicPtr<InstanceState<N>>,
     /// This instance's id in thread bindings (0 until first needed).
     id: AtomicUsize,
     /// How long freed pages stay resident before they are purged (ms).
     purge_delay_ms: AtomicUsize,
     /// Heaps bound by a thread after another thread left them.
     adoptions: AtomicUsize,
-    /// Counters shared by the heaps (peaks), mapped on first use.
-    shared: AtomicPtr<SharedCounters>,
 }
 
 /// Default purge delay: long enough that a program freeing and allocating
@@ -145,57 +143,89 @@ impl<const N: usize> Rulloc<N> {
     pub const fn with_bucket_sizes(sizes: [usize; N]) -> Self {
         Self {
             config: Config::new(sizes),
-            heaps: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_HEAPS],
-            huge: HugeList::new(),
-            fork_locked: AtomicU64::new(0),
+            state: AtomicPtr::new(ptr::null_mut()),
             id: AtomicUsize::new(0),
             purge_delay_ms: AtomicUsize::new(DEFAULT_PURGE_DELAY_MS),
             adoptions: AtomicUsize::new(0),
-            shared: AtomicPtr::new(ptr::null_mut()),
         }
     }
 
-    /// The shared counters, mapped on first use (null if the OS refuses).
-    fn shared(&self) -> *mut SharedCounters {
-        let shared = self.shared.load(Ordering::Acquire);
-        if !shared.is_null() {
-            return shared;
+    /// The instance's state, mapped (and registered for fork safety) on
+    /// first use; `None` if the OS refuses the memory.
+    #[inline]
+    fn state(&self) -> Option<&InstanceState<N>> {
+        let state = self.state.load(Ordering::Acquire);
+        if state.is_null() {
+            return self.map_state();
         }
-        let page = platform::page_size();
-        let Some(mapping) = platform::map_aligned(page, page) else {
-            return ptr::null_mut();
-        };
-        let new = mapping.as_ptr().cast::<SharedCounters>();
-        // SAFETY: a fresh zeroed page holds a SharedCounters (all zeros).
-        unsafe { new.write(SharedCounters::default()) };
-        match self.shared.compare_exchange(
-            ptr::null_mut(),
-            new,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
+        // SAFETY: a published state lives until `self` is dropped.
+        Some(unsafe { &*state })
+    }
+
+    /// The instance's state if it is mapped already (it is whenever a
+    /// block of this instance is live).
+    #[inline]
+    fn mapped_state(&self) -> Option<&InstanceState<N>> {
+        // SAFETY: a published state lives until `self` is dropped.
+        unsafe { self.state.load(Ordering::Acquire).as_ref() }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn map_state(&self) -> Option<&InstanceState<N>> {
+        let size = InstanceState::<N>::mapping_size();
+        let mapping = platform::map_aligned(size, platform::page_size())?;
+        let new = mapping.as_ptr().cast::<InstanceState<N>>();
+        // SAFETY: the fresh mapping is large enough and page aligned.
+        unsafe { new.write(InstanceState::new()) };
+        match self
+            .state
+            .compare_exchange(ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire)
+        {
             Ok(_) => {
-                self.huge.set_shared(new);
-                new
+                // SAFETY: published: lives until `self` is dropped, which
+                // unregisters it first; never moves.
+                let state = unsafe { &*new };
+                state
+                    .huge
+                    .set_shared(ptr::from_ref(&state.counters).cast_mut());
+                // SAFETY: as above; registered once (we won the race).
+                unsafe { fork::register(&state.fork_entry) };
+                Some(state)
             }
             Err(existing) => {
-                // SAFETY: our page was never published.
-                unsafe { platform::unmap(mapping, page, page) };
-                existing
+                // SAFETY: our mapping was never published.
+                unsafe { platform::unmap(mapping, size, platform::page_size()) };
+                // SAFETY: the winner's state lives until `self` is dropped.
+                Some(unsafe { &*existing })
             }
         }
+    }
+
+    /// The published heaps (none before the state is mapped).
+    fn heaps(&self) -> &[AtomicPtr<Heap<N>>] {
+        match self.mapped_state() {
+            Some(state) => &state.heaps,
+            None => &[],
+        }
+    }
+
+    /// The huge-block list. Only called for a live huge block, which
+    /// exists only once the state is mapped.
+    fn huge(&self) -> &HugeList {
+        let state = self.state.load(Ordering::Acquire);
+        debug_assert!(!state.is_null());
+        // SAFETY: a huge block is live, so its allocation mapped the state,
+        // which lives until `self` is dropped.
+        unsafe { &(*state).huge }
     }
 
     /// Creates a heap of this instance (null if the OS refuses memory).
-    fn create_heap(&self) -> *mut Heap<N> {
-        let shared = self.shared();
-        if shared.is_null() {
-            return ptr::null_mut();
-        }
+    fn create_heap(&self, state: &InstanceState<N>) -> *mut Heap<N> {
         Heap::create(
             &self.config,
             self.purge_delay_ms.load(Ordering::Relaxed),
-            shared,
+            ptr::from_ref(&state.counters).cast_mut(),
         )
     }
 
@@ -207,7 +237,7 @@ impl<const N: usize> Rulloc<N> {
     /// [`Rulloc::collect`]; there is no background thread.
     pub fn set_purge_delay_ms(&self, delay_ms: usize) {
         self.purge_delay_ms.store(delay_ms, Ordering::Relaxed);
-        for slot in &self.heaps {
+        for slot in self.heaps() {
             let heap = slot.load(Ordering::Acquire);
             if !heap.is_null() {
                 // SAFETY: published heaps live as long as `self`.
@@ -259,8 +289,10 @@ impl<const N: usize> Rulloc<N> {
         }
         if is_huge(size, align) {
             // The huge list reports to the shared counters.
-            let _ = self.shared();
-            self.huge.alloc(size, align)
+            match self.state() {
+                Some(state) => state.huge.alloc(size, align),
+                None => ptr::null_mut(),
+            }
         } else {
             // SAFETY: the closure runs with the heap's lock held; size fits.
             self.with_heap(move |heap| unsafe { heap.alloc_large(size) })
@@ -324,7 +356,7 @@ impl<const N: usize> Rulloc<N> {
                 if let (true, Some(layout)) = (crate::block::SECURE, layout) {
                     Self::check_layout(ptr, layout, huge_usable_size(segment));
                 }
-                self.huge.free(segment);
+                self.huge().free(segment);
                 return;
             }
             let region = region_of(segment, ptr);
@@ -404,7 +436,7 @@ impl<const N: usize> Rulloc<N> {
                 check_huge_start(segment, ptr, "realloc of invalid pointer");
                 let usable = huge_usable_size(segment);
                 let stay_huge = new_size > LARGE_MAX_SIZE || align > SLOT_SIZE;
-                if aligned && stay_huge && self.huge.resize_in_place(segment, new_size) {
+                if aligned && stay_huge && self.huge().resize_in_place(segment, new_size) {
                     return ptr;
                 }
                 return self.move_block(ptr, usable, new_size, align);
@@ -566,34 +598,24 @@ impl<const N: usize> Rulloc<N> {
             heap: ptr::null(),
         });
         let mut chosen: *mut Heap<N> = ptr::null_mut();
-        for index in 1..MAX_HEAPS {
-            let heap = self.heaps[index].load(Ordering::Acquire);
-            if heap.is_null() {
-                let new_heap = self.create_heap();
-                if new_heap.is_null() {
+        if let Some(state) = self.state() {
+            for index in 1..MAX_HEAPS {
+                let heap = state.heaps[index].load(Ordering::Acquire);
+                if heap.is_null() {
+                    match self.publish_new_heap(state, index, Take::Bind) {
+                        Publish::Published(new_heap) => {
+                            chosen = new_heap;
+                            break;
+                        }
+                        Publish::SlotTaken => continue,
+                        Publish::NoMemory => break,
+                    }
+                // SAFETY: published heaps live as long as `self`.
+                } else if unsafe { (*heap).lock().try_bind() } {
+                    self.adoptions.fetch_add(1, Ordering::Relaxed);
+                    chosen = heap;
                     break;
                 }
-                // SAFETY: the new heap is ours alone until published.
-                let bound = unsafe { (*new_heap).lock().try_bind() };
-                debug_assert!(bound);
-                match self.heaps[index].compare_exchange(
-                    ptr::null_mut(),
-                    new_heap,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => {
-                        chosen = new_heap;
-                        break;
-                    }
-                    // SAFETY: never published, so never used.
-                    Err(_) => unsafe { Heap::destroy(new_heap, true) },
-                }
-            // SAFETY: published heaps live as long as `self`.
-            } else if unsafe { (*heap).lock().try_bind() } {
-                self.adoptions.fetch_add(1, Ordering::Relaxed);
-                chosen = heap;
-                break;
             }
         }
         if chosen.is_null() {
@@ -623,12 +645,46 @@ impl<const N: usize> Rulloc<N> {
         Some(heap)
     }
 
+    /// Creates a heap, takes it (bound to this thread or locked, as `take`
+    /// says) while it is still private, and publishes it in slot `index`.
+    /// A heap that loses the race for the slot is destroyed unused.
+    fn publish_new_heap(&self, state: &InstanceState<N>, index: usize, take: Take) -> Publish<N> {
+        let heap = self.create_heap(state);
+        if heap.is_null() {
+            return Publish::NoMemory;
+        }
+        // SAFETY: the new heap is ours alone until published.
+        let taken = unsafe {
+            match take {
+                Take::Bind => (*heap).lock().try_bind(),
+                Take::Lock => (*heap).lock().try_lock(),
+            }
+        };
+        debug_assert!(taken);
+        match state.heaps[index].compare_exchange(
+            ptr::null_mut(),
+            heap,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Publish::Published(heap),
+            Err(_) => {
+                // SAFETY: never published, so never used.
+                unsafe { Heap::destroy(heap, true) };
+                Publish::SlotTaken
+            }
+        }
+    }
+
     /// Borrows a heap under its lock: the thread's usual shared heap if it
     /// is free, otherwise see [`Rulloc::with_heap_slow`].
     #[inline]
     fn with_shared_heap(&self, f: impl FnOnce(&Heap<N>) -> *mut u8) -> *mut u8 {
+        let Some(state) = self.state() else {
+            return ptr::null_mut();
+        };
         let hint = hint::get();
-        let heap = self.heaps[hint % MAX_HEAPS].load(Ordering::Acquire);
+        let heap = state.heaps[hint % MAX_HEAPS].load(Ordering::Acquire);
         if !heap.is_null() {
             // SAFETY: published heaps live as long as `self`.
             let heap = unsafe { &*heap };
@@ -638,76 +694,62 @@ impl<const N: usize> Rulloc<N> {
                 return result;
             }
         }
-        self.with_heap_slow(hint, f)
+        self.with_heap_slow(state, hint, f)
     }
 
     /// The thread's heap is busy or missing: try every other heap, then
     /// create one, and only then wait.
     #[cold]
     #[inline(never)]
-    fn with_heap_slow(&self, hint: usize, f: impl FnOnce(&Heap<N>) -> *mut u8) -> *mut u8 {
+    fn with_heap_slow(
+        &self,
+        state: &InstanceState<N>,
+        hint: usize,
+        f: impl FnOnce(&Heap<N>) -> *mut u8,
+    ) -> *mut u8 {
+        let run_locked = |index: usize, heap: *mut Heap<N>| {
+            hint::set(index);
+            // SAFETY: published heaps live as long as `self`; locked by us.
+            let heap = unsafe { &*heap };
+            let result = f(heap);
+            heap.lock().unlock();
+            result
+        };
         for step in 0..MAX_HEAPS {
             let index = (hint + step) % MAX_HEAPS;
-            let heap = self.heaps[index].load(Ordering::Acquire);
+            let heap = state.heaps[index].load(Ordering::Acquire);
             // SAFETY: published heaps live as long as `self`.
             if !heap.is_null() && unsafe { (*heap).lock().try_lock() } {
-                hint::set(index);
-                // SAFETY: as above.
-                let heap = unsafe { &*heap };
-                let result = f(heap);
-                heap.lock().unlock();
-                return result;
+                return run_locked(index, heap);
             }
         }
         for step in 0..MAX_HEAPS {
             let index = (hint + step) % MAX_HEAPS;
-            if !self.heaps[index].load(Ordering::Acquire).is_null() {
+            if !state.heaps[index].load(Ordering::Acquire).is_null() {
                 continue;
             }
-            let heap = self.create_heap();
-            if heap.is_null() {
-                break;
-            }
-            // SAFETY: the new heap is ours alone until published.
-            let locked = unsafe { (*heap).lock().try_lock() };
-            debug_assert!(locked);
-            match self.heaps[index].compare_exchange(
-                ptr::null_mut(),
-                heap,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    hint::set(index);
-                    // SAFETY: published, locked by us.
-                    let heap = unsafe { &*heap };
-                    let result = f(heap);
-                    heap.lock().unlock();
-                    return result;
-                }
-                // SAFETY: never published, so never used.
-                Err(_) => unsafe { Heap::destroy(heap, true) },
+            match self.publish_new_heap(state, index, Take::Lock) {
+                Publish::Published(heap) => return run_locked(index, heap),
+                Publish::SlotTaken => continue,
+                Publish::NoMemory => break,
             }
         }
         // Every slot is taken (or no memory for a new heap): wait for heap
         // 0, which is never bound.
-        let heap = self.heaps[0].load(Ordering::Acquire);
+        let heap = state.heaps[0].load(Ordering::Acquire);
         if heap.is_null() {
             return ptr::null_mut();
         }
         // SAFETY: published heaps live as long as `self`.
-        let heap = unsafe { &*heap };
-        heap.lock().lock();
-        let result = f(heap);
-        heap.lock().unlock();
-        result
+        unsafe { (*heap).lock().lock() };
+        run_locked(0, heap)
     }
 
     /// Gives back to the OS everything that is free right now: blocks freed
     /// by other threads are reclaimed, empty regions retired, empty
     /// segments unmapped and the pages of free spans purged.
     pub fn collect(&self) {
-        for slot in &self.heaps {
+        for slot in self.heaps() {
             let heap = slot.load(Ordering::Acquire);
             if heap.is_null() {
                 continue;
@@ -729,24 +771,22 @@ impl<const N: usize> Rulloc<N> {
     /// A snapshot of the allocator's counters.
     pub fn stats(&self) -> Stats {
         let mut stats = Stats {
-            bytes_in_use: self.huge.bytes_in_use.load(Ordering::Relaxed),
-            bytes_mapped: self.huge.bytes_mapped.load(Ordering::Relaxed),
-            map_calls: self.huge.map_calls.load(Ordering::Relaxed),
-            unmap_calls: self.huge.unmap_calls.load(Ordering::Relaxed),
-            huge_blocks: self.huge.count.load(Ordering::Relaxed),
             heaps_adopted: self.adoptions.load(Ordering::Relaxed),
             ..Stats::default()
         };
-        stats.segments = stats.huge_blocks;
-        let shared = self.shared.load(Ordering::Acquire);
-        if !shared.is_null() {
-            // SAFETY: published shared counters live as long as `self`.
-            let shared = unsafe { &*shared };
+        if let Some(state) = self.mapped_state() {
+            let (huge, shared) = (&state.huge, &state.counters);
+            stats.bytes_in_use = huge.bytes_in_use.load(Ordering::Relaxed);
+            stats.bytes_mapped = huge.bytes_mapped.load(Ordering::Relaxed);
+            stats.map_calls = huge.map_calls.load(Ordering::Relaxed);
+            stats.unmap_calls = huge.unmap_calls.load(Ordering::Relaxed);
+            stats.huge_blocks = huge.count.load(Ordering::Relaxed);
+            stats.segments = stats.huge_blocks;
             stats.bytes_committed = shared.bytes_committed.load(Ordering::Relaxed);
             stats.peak_bytes_committed = shared.peak_bytes_committed.load(Ordering::Relaxed);
             stats.peak_bytes_mapped = shared.peak_bytes_mapped.load(Ordering::Relaxed);
         }
-        for slot in &self.heaps {
+        for slot in self.heaps() {
             let heap = slot.load(Ordering::Acquire);
             if heap.is_null() {
                 continue;
@@ -784,7 +824,7 @@ impl<const N: usize> Rulloc<N> {
         for (bucket, &size) in buckets.iter_mut().zip(&self.config.sizes) {
             bucket.block_size = size;
         }
-        for slot in &self.heaps {
+        for slot in self.heaps() {
             let heap = slot.load(Ordering::Acquire);
             if heap.is_null() {
                 continue;
@@ -803,45 +843,142 @@ impl<const N: usize> Rulloc<N> {
         buckets
     }
 
-    /// Call right before `fork()`: takes every lock, so that the child does
+    /// Takes every lock of this instance, so that a child process does
     /// not inherit one held by a thread that does not exist there.
+    ///
+    /// On Unix, Rulloc registers `pthread_atfork` handlers that do this
+    /// (and [`Rulloc::fork_parent`] / [`Rulloc::fork_child`]) for every live
+    /// instance around each `fork()`: call these yourself only around a
+    /// fork that bypasses `pthread_atfork` (a raw `clone` system call),
+    /// never in addition to the handlers.
     pub fn fork_prepare(&self) {
-        let mut mask = 0u64;
+        if let Some(state) = self.mapped_state() {
+            state.fork_prepare();
+        }
+    }
+
+    /// Releases, in the parent, what [`Rulloc::fork_prepare`] took.
+    pub fn fork_parent(&self) {
+        if let Some(state) = self.mapped_state() {
+            state.release_fork_locks();
+        }
+    }
+
+    /// Releases, in the child, what [`Rulloc::fork_prepare`] took (in the
+    /// child, the only thread is the one that forked).
+    pub fn fork_child(&self) {
+        if let Some(state) = self.mapped_state() {
+            state.release_fork_locks();
+        }
+    }
+}
+
+/// How [`Rulloc::publish_new_heap`] takes a new heap before publishing it.
+#[derive(Clone, Copy)]
+enum Take {
+    /// Bound to the calling thread for its lifetime.
+    Bind,
+    /// Locked for one operation.
+    Lock,
+}
+
+/// What [`Rulloc::publish_new_heap`] did.
+enum Publish<const N: usize> {
+    /// The new heap is in the slot, taken as asked.
+    Published(*mut Heap<N>),
+    /// Another thread published a heap in the slot first.
+    SlotTaken,
+    /// The OS refused memory for a heap.
+    NoMemory,
+}
+
+/// The part of an instance that must never move, mapped on its first
+/// allocation and unmapped when it is dropped:
+///
+/// ```text
+///   Rulloc<N> (may be moved)          InstanceState<N> (one mapping, fixed)
+///   +--------------------+           +-------------------------------+
+///   | config, id, ...    |           | fork_entry ──▶ fork registry  |
+///   | state ─────────────┼──────────▶| heaps[64] ──▶ Heap, Heap, ... |
+///   +--------------------+           | huge list, shared counters    |
+///                                    | fork_locked[64]               |
+///                                    +-------------------------------+
+/// ```
+///
+/// A `Rulloc` value is free to move (nothing points at it), but segments
+/// point at their heaps, huge blocks at the counters, and the process's
+/// fork handlers at this state, so those live here.
+#[repr(C)]
+struct InstanceState<const N: usize> {
+    /// First field: the fork handlers get its address and cast it back.
+    fork_entry: fork::Entry,
+    heaps: [AtomicPtr<Heap<N>>; MAX_HEAPS],
+    huge: HugeList,
+    /// Counters shared by the heaps and the huge list (peaks, gauges).
+    counters: SharedCounters,
+    /// Which heaps [`InstanceState::fork_prepare`] locked.
+    fork_locked: [AtomicBool; MAX_HEAPS],
+}
+
+impl<const N: usize> InstanceState<N> {
+    fn new() -> Self {
+        Self {
+            fork_entry: fork::Entry::new(
+                Self::fork_prepare_entry,
+                Self::fork_release_entry,
+                Self::fork_release_entry,
+            ),
+            heaps: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_HEAPS],
+            huge: HugeList::new(),
+            counters: SharedCounters::default(),
+            fork_locked: [const { AtomicBool::new(false) }; MAX_HEAPS],
+        }
+    }
+
+    /// Bytes of the mapping that holds the state.
+    fn mapping_size() -> usize {
+        segment::round_up(core::mem::size_of::<Self>(), platform::page_size())
+    }
+
+    /// Locks every heap that no thread is bound to, then the huge list.
+    fn fork_prepare(&self) {
         for (index, slot) in self.heaps.iter().enumerate() {
             let heap = slot.load(Ordering::Acquire);
             // Bound heaps belong to their threads; a child never touches
-            // the bound heaps of threads that do not exist in it.
-            // SAFETY: published heaps live as long as `self`.
-            if !heap.is_null() && unsafe { (*heap).lock().lock_unless_bound() } {
-                mask |= 1 << index;
-            }
+            // the bound heaps of threads that do not exist in it (their
+            // blocks are freed with the lock-free remote path).
+            // SAFETY: published heaps live as long as the state.
+            let locked = !heap.is_null() && unsafe { (*heap).lock().lock_unless_bound() };
+            self.fork_locked[index].store(locked, Ordering::Relaxed);
         }
         self.huge.lock().lock();
-        self.fork_locked.store(mask, Ordering::Relaxed);
     }
 
-    /// Call in the parent after `fork()`: releases what
-    /// [`Rulloc::fork_prepare`] took.
-    pub fn fork_parent(&self) {
-        self.release_fork_locks();
-    }
-
-    /// Call in the child after `fork()`: releases what
-    /// [`Rulloc::fork_prepare`] took (in the child, the only thread is the
-    /// one that forked).
-    pub fn fork_child(&self) {
-        self.release_fork_locks();
-    }
-
+    /// Releases what [`InstanceState::fork_prepare`] took.
     fn release_fork_locks(&self) {
-        let mask = self.fork_locked.swap(0, Ordering::Relaxed);
         self.huge.lock().force_unlock();
         for (index, slot) in self.heaps.iter().enumerate() {
-            if mask & (1 << index) != 0 {
+            if self.fork_locked[index].swap(false, Ordering::Relaxed) {
                 // SAFETY: the heap was published before prepare locked it.
                 unsafe { (*slot.load(Ordering::Acquire)).lock().force_unlock() };
             }
         }
+    }
+
+    /// # Safety
+    ///
+    /// `entry` is the `fork_entry` of a live `InstanceState<N>`.
+    unsafe fn fork_prepare_entry(entry: *const fork::Entry) {
+        // SAFETY: `fork_entry` is the first field of a `repr(C)` state.
+        unsafe { (*entry.cast::<Self>()).fork_prepare() }
+    }
+
+    /// # Safety
+    ///
+    /// As [`InstanceState::fork_prepare_entry`].
+    unsafe fn fork_release_entry(entry: *const fork::Entry) {
+        // SAFETY: as in `fork_prepare_entry`.
+        unsafe { (*entry.cast::<Self>()).release_fork_locks() }
     }
 }
 
@@ -904,7 +1041,18 @@ impl<const N: usize> Drop for Rulloc<N> {
     /// instance become invalid (the borrow checker already prevents using
     /// them through `&Rulloc` collections).
     fn drop(&mut self) {
-        for slot in &self.heaps {
+        let Some(mut mapping) = NonNull::new(self.state.swap(ptr::null_mut(), Ordering::Acquire))
+        else {
+            return;
+        };
+        // SAFETY: mapped by `map_state`; `&mut self`: no allocation is in
+        // flight. Unregistered first, so no fork handler walks the heaps
+        // while they go, and then ours alone.
+        let state = unsafe {
+            fork::unregister(&mapping.as_ref().fork_entry);
+            mapping.as_mut()
+        };
+        for slot in &state.heaps {
             let heap = slot.swap(ptr::null_mut(), Ordering::Acquire);
             if heap.is_null() {
                 continue;
@@ -923,13 +1071,15 @@ impl<const N: usize> Drop for Rulloc<N> {
             // that thread's exit hook (which then touches nothing else).
             unsafe { Heap::destroy(heap, !(*heap).lock().orphan_if_bound()) };
         }
-        self.huge.release_all();
-        let shared = self.shared.swap(ptr::null_mut(), Ordering::Acquire);
-        if let Some(shared) = NonNull::new(shared) {
-            let page = platform::page_size();
-            // SAFETY: no heap or huge block refers to the counters any more.
-            unsafe { platform::unmap(shared.cast(), page, page) };
-        }
+        state.huge.release_all();
+        // SAFETY: no heap or huge block refers to the state any more.
+        unsafe {
+            platform::unmap(
+                mapping.cast(),
+                InstanceState::<N>::mapping_size(),
+                platform::page_size(),
+            )
+        };
     }
 }
 
@@ -1311,6 +1461,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The fork handlers reach an instance through its state mapping,
+    /// not its address: one moved after its first allocation, and one
+    /// dropped before the fork, leave the registry sound, and the child
+    /// allocates small and huge blocks from the moved one.
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn instances_moved_or_dropped_stay_fork_safe() {
+        let before_move = Rulloc::new();
+        let kept = before_move.allocate_bytes(64, 8);
+        let moved = std::boxed::Box::new(before_move);
+        let dropped = Rulloc::new();
+        // SAFETY: a fresh block, freed at once.
+        unsafe { dropped.deallocate_bytes(dropped.allocate_bytes(8 << 20, 8)) };
+        drop(dropped);
+        // SAFETY: the child only allocates through `moved` and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let small = moved.allocate_bytes(100, 8);
+            let huge = moved.allocate_bytes(8 << 20, 8);
+            let ok = !small.is_null() && !huge.is_null();
+            // SAFETY: live blocks of `moved`.
+            unsafe {
+                moved.deallocate_bytes(small);
+                moved.deallocate_bytes(huge);
+                moved.deallocate_bytes(kept);
+                libc::_exit(if ok { 0 } else { 1 });
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        // SAFETY: live block of `moved`.
+        unsafe { moved.deallocate_bytes(kept) };
     }
 
     #[test]

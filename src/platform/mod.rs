@@ -156,3 +156,14 @@ pub(crate) unsafe fn protect_none(ptr: NonNull<u8>, size: usize) -> bool {
     // SAFETY: forwarded from the caller.
     unsafe { backend::protect_none(ptr, size) }
 }
+
+/// Registers process-wide fork handlers (`pthread_atfork`) where the OS
+/// has `fork`; elsewhere (Windows, Miri) does nothing. Returns whether the
+/// handlers are in place (or not needed).
+pub(crate) fn register_fork_handlers(
+    prepare: extern "C" fn(),
+    parent: extern "C" fn(),
+    child: extern "C" fn(),
+) -> bool {
+    backend::register_fork_handlers(prepare, parent, child)
+}

@@ -124,3 +124,13 @@ pub(crate) unsafe fn protect_none(ptr: NonNull<u8>, size: usize) -> bool {
     // SAFETY: the caller passes unused, page-aligned pages of a live mapping.
     unsafe { libc::mprotect(ptr.as_ptr().cast(), size, libc::PROT_NONE) == 0 }
 }
+
+pub(crate) fn register_fork_handlers(
+    prepare: extern "C" fn(),
+    parent: extern "C" fn(),
+    child: extern "C" fn(),
+) -> bool {
+    // SAFETY: the handlers are plain functions that live as long as the
+    // process (the crate is never unloaded while an instance lives).
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) == 0 }
+}
