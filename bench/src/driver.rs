@@ -384,6 +384,12 @@ fn run(opts: &Options, args: &[String]) -> Result<(), String> {
         (None, false) => None,
     };
     // The chart goes next to the report, with its name and `.svg`.
+    if let Some(dir) = out.as_ref().and_then(|p| p.parent()) {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+    }
     if let Some(path) = out.as_ref().filter(|_| !report.cases.is_empty()) {
         let svg_path = path.with_extension("svg");
         match chart::svg(&report) {

@@ -1316,7 +1316,7 @@ fn alloc_test(p: &Params) -> Outcome {
 // sh6bench and sh8bench
 
 /// Rounds per thread at scale 1.
-const SH_BASE: u64 = 4000;
+const SH_BASE: u64 = 10_000;
 /// Blocks per batch.
 const SH_BATCH: usize = 512;
 /// Sizes are uniform in `1..SH_MAX_SIZE`.
