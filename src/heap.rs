@@ -4,7 +4,7 @@
 //! ```text
 //!   Rulloc ── heaps[0..MAX_HEAPS] ──▶ Heap (mapped on first use, never moves)
 //!                                     ├─ lock         (owner = whoever holds it)
-//!                                     ├─ delayed      regions that were full and got a remote free
+//!                                     ├─ delayed      blocks freed remotely into regions parked full
 //!                                     ├─ counters     read by Rulloc::stats()
 //!                                     └─ local (only under the lock)
 //!                                        ├─ buckets[0..N]   queue + full list each
@@ -30,7 +30,9 @@
 //! * A block on the delayed stack still counts as used in its region, so a
 //!   region is never retired while one of its blocks waits there.
 //! * Counters are written only by the lock holder (a relaxed load and store,
-//!   not a read-modify-write), except `remote_frees`.
+//!   not a read-modify-write); remote frees are counted when the owner
+//!   collects them, so a freeing thread writes nothing of the heap's but
+//!   the delayed stack (and only for a region parked full).
 
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use core::cell::UnsafeCell;
@@ -110,6 +112,13 @@ struct HeapLocal<const N: usize> {
     next_purge_at: u64,
 }
 
+/// A zero-size field aligned to two cache lines (the unit adjacent-line
+/// prefetchers move): in a `repr(C)` struct the next field starts on a
+/// fresh pair of lines.
+#[repr(align(128))]
+#[derive(Default)]
+struct LineBreak;
+
 /// The first, non-generic part of every heap: what a thread-exit hook needs
 /// without knowing the heap's bucket count.
 #[repr(C)]
@@ -127,8 +136,13 @@ pub(crate) struct Heap<const N: usize> {
     pub(crate) header: HeapHeader,
     /// How long (ms) free pages stay dirty before they are purged.
     pub(crate) purge_delay_ms: AtomicUsize,
-    /// Regions pushed by remote frees that found them [`crate::region::FULL`].
+    /// Blocks pushed by remote frees that found their region
+    /// [`crate::region::FULL`].
     delayed: DelayedStack,
+    /// Ends the cache lines other threads touch (`header.lock`, read by
+    /// every remote free, and `delayed`): what follows is written by the
+    /// owner on every allocation and must not share a line with them.
+    _line_break: LineBreak,
     pub(crate) counters: HeapCounters,
     /// Blocks in use per bucket, and regions per bucket (owner-written).
     pub(crate) bucket_blocks: [AtomicUsize; N],
@@ -179,6 +193,7 @@ impl<const N: usize> Heap<N> {
                 },
                 purge_delay_ms: AtomicUsize::new(purge_delay_ms),
                 delayed: DelayedStack::new(),
+                _line_break: LineBreak,
                 counters: HeapCounters::default(),
                 bucket_blocks: [const { AtomicUsize::new(0) }; N],
                 bucket_regions: [const { AtomicUsize::new(0) }; N],
@@ -305,10 +320,7 @@ impl<const N: usize> Heap<N> {
                         return ptr::null_mut();
                     }
                 }
-                let collected = Region::collect(region);
-                if collected > 0 {
-                    drop_by(&self.bucket_blocks[bucket], collected as usize);
-                }
+                self.collect_remote_frees(region, bucket);
                 if (*region).free.is_null() {
                     Region::extend(region);
                 }
@@ -615,10 +627,21 @@ impl<const N: usize> Heap<N> {
         unsafe { self.delayed.push(block) }
     }
 
-    /// Counts a free that went through `thread_free`.
+    /// Takes back the blocks other threads freed into `region` (of
+    /// `bucket`) and counts them: remote frees are counted here, by the
+    /// owner, so that the freeing thread writes nothing of the heap's.
+    ///
+    /// # Safety
+    ///
+    /// Lock held; `region` is a small region of ours serving `bucket`.
     #[inline]
-    pub(crate) fn count_remote_free(&self) {
-        self.counters.remote_frees.fetch_add(1, Ordering::Relaxed);
+    unsafe fn collect_remote_frees(&self, region: *mut Region, bucket: usize) {
+        // SAFETY: forwarded from the caller.
+        let collected = unsafe { Region::collect(region) } as usize;
+        if collected > 0 {
+            drop_by(&self.bucket_blocks[bucket], collected);
+            bump(&self.counters.remote_frees, collected);
+        }
     }
 
     /// Frees, as the owner, every block other threads freed into regions
@@ -637,6 +660,7 @@ impl<const N: usize> Heap<N> {
                 let next = DelayedStack::next(block);
                 let block_ptr = block.cast::<u8>();
                 let region = segment::region_of(segment::segment_of(block_ptr), block_ptr);
+                bump(&self.counters.remote_frees, 1);
                 if crate::block::SECURE && (*region).kind == RegionKind::Small {
                     // Remote frees leave the live bit to the owner.
                     Region::set_live(region, block_ptr, false, "double free of");
@@ -715,8 +739,7 @@ impl<const N: usize> Heap<N> {
                 let mut region = (*local).buckets[bucket].queue;
                 while !region.is_null() {
                     let next = (*region).next;
-                    let collected = Region::collect(region);
-                    drop_by(&self.bucket_blocks[bucket], collected as usize);
+                    self.collect_remote_frees(region, bucket);
                     if (*region).used == 0 {
                         list_remove(&mut (*local).buckets[bucket].queue, region);
                         self.retire_small(region);

@@ -37,8 +37,9 @@ pub struct Stats {
     pub huge_blocks: usize,
     /// Heaps created (at most one per concurrently allocating thread).
     pub heaps: usize,
-    /// Frees that went through a region's `thread_free` list because
-    /// another thread held the owner heap.
+    /// Blocks freed by a thread other than their heap's owner (through a
+    /// region's `thread_free` list or the heap's delayed stack), counted
+    /// when the owner takes them back.
     pub remote_frees: usize,
     /// Purge system calls (`madvise`/`MEM_DECOMMIT`) made so far.
     pub purge_calls: usize,
