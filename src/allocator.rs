@@ -232,7 +232,11 @@ impl<const N: usize> Rulloc<N> {
     /// Sets how long (ms) free pages stay resident before the allocator
     /// gives them back to the OS (`madvise(MADV_DONTNEED)` /
     /// `MEM_DECOMMIT`), and how long an empty segment stays cached before it
-    /// is unmapped. `0` purges as soon as a region empties. Purging happens
+    /// is unmapped. `0` purges as soon as a region empties. A heap whose
+    /// purges keep being followed at once by page faults on the same memory
+    /// doubles its own delay (at most 64 times), and halves it again after
+    /// each calm second: waves of frees and allocations do not thrash the
+    /// page tables, and memory still comes back after a peak. Purging happens
     /// on the allocator's slow paths, at thread exit and in
     /// [`Rulloc::collect`]; there is no background thread.
     pub fn set_purge_delay_ms(&self, delay_ms: usize) {
@@ -1498,6 +1502,42 @@ mod tests {
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
         // SAFETY: live block of `moved`.
         unsafe { moved.deallocate_bytes(kept) };
+    }
+
+    /// A purge followed at once by a need for the purged pages doubles the
+    /// heap's purge delay; a second of calm undoes it.
+    #[test]
+    #[cfg_attr(miri, ignore)] // depends on wall-clock delays
+    fn premature_purges_back_off_and_recover() {
+        use std::thread::sleep;
+        use std::time::Duration;
+        let a = Rulloc::new();
+        a.set_purge_delay_ms(5);
+        let mib = 1 << 20;
+        // Three 1 MiB spans side by side in a fresh segment.
+        let [first, second, third] = [0; 3].map(|_| a.allocate_bytes(mib, 8));
+        let heap = owner_of::<DEFAULT_BUCKET_COUNT>(segment_of(first));
+        // SAFETY: live blocks of `a`, each freed once; the heap is used by
+        // this thread only.
+        unsafe {
+            a.deallocate_bytes(first);
+            sleep(Duration::from_millis(20));
+            // Freeing the third runs the due purge of the first's span.
+            a.deallocate_bytes(third);
+            assert!(a.stats().purge_calls >= 1);
+            assert_eq!((*heap).purge_backoff(), 0);
+            // The best fit for 1 MiB is the first's purged span: needed
+            // right after its purge, so the delay backs off.
+            let again = a.allocate_bytes(mib, 8);
+            assert_eq!(again, first);
+            assert_eq!((*heap).purge_backoff(), 1);
+            // A calm second later, the next purge undoes the step.
+            a.deallocate_bytes(again);
+            sleep(Duration::from_millis(1100));
+            a.deallocate_bytes(a.allocate_bytes(2 * mib, 8));
+            assert_eq!((*heap).purge_backoff(), 0);
+            a.deallocate_bytes(second);
+        }
     }
 
     #[test]

@@ -3,20 +3,29 @@
 //!
 //! ```text
 //!   Rulloc ── heaps[0..MAX_HEAPS] ──▶ Heap (mapped on first use, never moves)
-//!                                     ├─ lock         (owner = whoever holds it)
+//!                                     ├─ lock         FREE / LOCKED / BOUND (one owner)
 //!                                     ├─ delayed      blocks freed remotely into regions parked full
-//!                                     ├─ counters     read by Rulloc::stats()
+//!                                     ├─ (line break: the above is what other threads touch)
+//!                                     ├─ counters     owner-written, read by Rulloc::stats()
 //!                                     └─ local (only under the lock)
 //!                                        ├─ buckets[0..N]   queue + full list each
-//!                                        └─ spans           free slots of this heap's segments
+//!                                        ├─ spans           free slots of this heap's segments
+//!                                        └─ purge clock     next purge, backoff
 //! ```
 //!
-//! Threads spread over heaps (the seed's TODO option 2, "fixed number of
-//! allocators and load distribution"): each thread remembers a heap index
-//! and *tries* its lock; if another thread holds it, it tries the others and
-//! creates a new heap before ever waiting. The fast paths are therefore a
-//! thread-local read, one uncontended atomic swap, a pop or push on a region
-//! free list, and a release store.
+//! A thread normally *binds* one heap for its whole life (see
+//! [`crate::binding`]): the lock stays BOUND and the owner allocates and
+//! frees with no atomic read-modify-write at all. Threads without a bound
+//! heap (other instances, beyond [`crate::allocator::MAX_HEAPS`]) spread
+//! over the unbound heaps (the seed's TODO option 2): each remembers a heap
+//! index and *tries* its lock, trying the others and creating a new heap
+//! before it ever waits.
+//!
+//! Purging: a freed span's pages are given back to the OS once it has been
+//! free for the purge delay. The delay a heap uses adapts: when the heap
+//! needs non-resident pages right after a purge (the purge only bought page
+//! faults), it doubles, up to 64 times the configured delay, and each calm
+//! second halves it again (see [`Heap::note_clean_span`]).
 //!
 //! A block freed by a thread that cannot take the owner heap's lock goes on
 //! its region's `thread_free` list with one CAS (see [`crate::region`]); no
@@ -110,7 +119,21 @@ struct HeapLocal<const N: usize> {
     spans: SpanPool,
     /// When the next dirty free span is due for purging (ms; 0: none).
     next_purge_at: u64,
+    /// The purge delay in use is the configured one times
+    /// `2^purge_backoff`: see [`Heap::note_clean_span`].
+    purge_backoff: u32,
+    /// When pages were last purged or a segment unmapped (ms; 0: never).
+    last_purge_at: u64,
+    /// When `purge_backoff` last changed (ms).
+    backoff_changed_at: u64,
 }
+
+/// The largest [`HeapLocal::purge_backoff`]: the default 10 ms delay grows
+/// to at most 640 ms for a program whose memory use swings back and forth.
+const MAX_PURGE_BACKOFF: u32 = 6;
+
+/// A backoff step is undone after this long without a premature purge.
+const BACKOFF_DECAY_MS: u64 = 1000;
 
 /// A zero-size field aligned to two cache lines (the unit adjacent-line
 /// prefetchers move): in a `repr(C)` struct the next field starts on a
@@ -203,6 +226,9 @@ impl<const N: usize> Heap<N> {
                     buckets,
                     spans,
                     next_purge_at: 0,
+                    purge_backoff: 0,
+                    last_purge_at: 0,
+                    backoff_changed_at: 0,
                 }),
             });
             bump(&(*heap).counters.map_calls, 1);
@@ -374,7 +400,57 @@ impl<const N: usize> Heap<N> {
         // SAFETY: lock held.
         let span = unsafe { (*self.local()).spans.alloc(slots, &mut events) };
         self.record(&events);
+        if events.took_clean && !span.is_null() {
+            // SAFETY: lock held.
+            unsafe { self.note_clean_span() };
+        }
         span
+    }
+
+    /// Adapts the purge delay to the program: the heap needed pages that
+    /// are not resident (a purged span, or a new segment). If that comes
+    /// soon after a purge, the purge only bought page faults: the delay
+    /// doubles (up to [`MAX_PURGE_BACKOFF`] steps). Each step is undone
+    /// after [`BACKOFF_DECAY_MS`] without such a miss (see [`Heap::purge`]),
+    /// so a program that settles gives memory back at the configured pace
+    /// again.
+    ///
+    /// # Safety
+    ///
+    /// Lock held.
+    unsafe fn note_clean_span(&self) {
+        // SAFETY: lock held.
+        unsafe {
+            let local = self.local();
+            let last_purge = (*local).last_purge_at;
+            if last_purge == 0 || (*local).purge_backoff >= MAX_PURGE_BACKOFF {
+                return;
+            }
+            let now = platform::now_ms();
+            if now.saturating_sub(last_purge) < 2 * self.purge_delay() {
+                (*local).purge_backoff += 1;
+                (*local).backoff_changed_at = now;
+                // Due purges wait for the longer delay.
+                if (*local).next_purge_at != 0 {
+                    (*local).next_purge_at = now.saturating_add(self.purge_delay()).max(1);
+                }
+            }
+        }
+    }
+
+    /// How many times the purge delay is doubled right now (tests).
+    #[cfg(test)]
+    pub(crate) fn purge_backoff(&self) -> u32 {
+        // SAFETY: tests call this while no other thread uses the heap.
+        unsafe { (*self.local()).purge_backoff }
+    }
+
+    /// The purge delay in use: the configured one, backed off.
+    fn purge_delay(&self) -> u64 {
+        let configured = self.purge_delay_ms.load(Ordering::Relaxed) as u64;
+        // SAFETY: only the lock holder calls this (every caller holds it).
+        let backoff = unsafe { (*self.local()).purge_backoff };
+        configured << backoff
     }
 
     /// Gives a span back to the pool, recording any released segment, and
@@ -390,7 +466,7 @@ impl<const N: usize> Heap<N> {
         unsafe {
             (*self.local()).spans.free(span, now, &mut events);
             self.record(&events);
-            let delay = self.purge_delay_ms.load(Ordering::Relaxed) as u64;
+            let delay = self.purge_delay();
             let local = self.local();
             if delay == 0 || (*local).next_purge_at == 0 {
                 (*local).next_purge_at = now.saturating_add(delay).max(1);
@@ -414,7 +490,7 @@ impl<const N: usize> Heap<N> {
             }
             let now = platform::now_ms();
             if now >= due {
-                self.purge(now, self.purge_delay_ms.load(Ordering::Relaxed) as u64);
+                self.purge(now, self.purge_delay());
             }
         }
     }
@@ -433,6 +509,19 @@ impl<const N: usize> Heap<N> {
                 .spans
                 .purge_expired(now, delay, &mut events)
                 .unwrap_or(0);
+            // `now == u64::MAX`: purge everything (collect, thread exit),
+            // which says nothing about the program's rhythm.
+            if now != u64::MAX {
+                if events.purges > 0 || events.unmapped > 0 {
+                    (*local).last_purge_at = now;
+                }
+                if (*local).purge_backoff > 0
+                    && now.saturating_sub((*local).backoff_changed_at) >= BACKOFF_DECAY_MS
+                {
+                    (*local).purge_backoff -= 1;
+                    (*local).backoff_changed_at = now;
+                }
+            }
         }
         self.record(&events);
     }
