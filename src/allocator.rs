@@ -108,6 +108,19 @@ impl Rulloc {
     pub const fn with_default_config() -> Self {
         Self::new()
     }
+
+    /// Whether segments mapped from now on ask the kernel for transparent
+    /// huge pages (`madvise(MADV_HUGEPAGE)` on Linux; elsewhere nothing).
+    /// On by default: a 4 MiB segment then faults in as two 2 MiB pages
+    /// instead of 1,024 small ones, which makes first touches and TLB
+    /// misses far cheaper (a quarter of the time of some workloads), at the
+    /// price of resident memory growing in 2 MiB steps. Purging still
+    /// returns freed spans at page granularity (the kernel splits the huge
+    /// page). **Process-wide**: it applies to every instance. The C library
+    /// reads `RULLOC_HUGE_PAGES=0` to turn it off.
+    pub fn set_huge_pages(enabled: bool) {
+        platform::set_huge_pages(enabled);
+    }
 }
 
 impl Default for Rulloc {

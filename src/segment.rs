@@ -475,6 +475,8 @@ impl SpanPool {
                 return ptr::null_mut();
             };
             events.mapped += 1;
+            // SAFETY: the whole fresh mapping.
+            unsafe { platform::advise_huge_pages(mapping, SEGMENT_SIZE) };
             let segment = mapping.as_ptr().cast::<Segment>();
             misuse::register_segment(segment.expose_provenance());
             // SAFETY: a fresh zeroed mapping large enough for the header.

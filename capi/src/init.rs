@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!   ld.so loads librulloc ─▶ .init_array ─▶ init()
+//!                                            ├─ RULLOC_HUGE_PAGES=0? ─▶ Rulloc::set_huge_pages(false)
 //!                                            ├─ RULLOC_PURGE_DELAY_MS=n? ─▶ ALLOC.set_purge_delay_ms(n)
 //!                                            └─ RULLOC_SHOW_STATS set? ─▶ atexit(show_stats)
 //! ```
@@ -38,6 +39,10 @@ const SHOW_STATS_VAR: &core::ffi::CStr = c"RULLOC_SHOW_STATS";
 /// resident before they are given back to the OS (default 10).
 const PURGE_DELAY_VAR: &core::ffi::CStr = c"RULLOC_PURGE_DELAY_MS";
 
+/// The environment variable that, set to `0`, stops segments from asking
+/// for transparent huge pages (see `rulloc::Rulloc::set_huge_pages`).
+const HUGE_PAGES_VAR: &core::ffi::CStr = c"RULLOC_HUGE_PAGES";
+
 /// The load-time constructor (see the module docs); idempotent.
 pub(crate) extern "C" fn init() {
     if INITIALISED.swap(true, Ordering::Relaxed) {
@@ -49,6 +54,12 @@ pub(crate) extern "C" fn init() {
     // SAFETY: `getenv` returns null or a NUL-terminated string.
     if let Some(delay_ms) = unsafe { parse_decimal(delay) } {
         ALLOC.set_purge_delay_ms(delay_ms);
+    }
+    // SAFETY: as above.
+    let huge_pages = unsafe { libc::getenv(HUGE_PAGES_VAR.as_ptr()) };
+    // SAFETY: `getenv` returns null or a NUL-terminated string.
+    if unsafe { parse_decimal(huge_pages) } == Some(0) {
+        rulloc::Rulloc::set_huge_pages(false);
     }
     // SAFETY: as above.
     let value = unsafe { libc::getenv(SHOW_STATS_VAR.as_ptr()) };

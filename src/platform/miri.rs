@@ -69,3 +69,6 @@ pub(crate) fn register_fork_handlers(
 ) -> bool {
     true
 }
+
+/// No transparent huge pages to ask for here.
+pub(crate) unsafe fn advise_huge_pages(_ptr: NonNull<u8>, _size: usize) {}

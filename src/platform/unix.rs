@@ -134,3 +134,20 @@ pub(crate) fn register_fork_handlers(
     // process (the crate is never unloaded while an instance lives).
     unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) == 0 }
 }
+
+/// Asks the kernel to back a mapping with transparent huge pages where it
+/// can (Linux, `madvise(MADV_HUGEPAGE)`; with THP set to `madvise`, the
+/// common default, nothing else gets them). Advisory: failure is ignored.
+///
+/// # Safety
+///
+/// `ptr`/`size` lie inside one live mapping.
+pub(crate) unsafe fn advise_huge_pages(ptr: NonNull<u8>, size: usize) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: advice only; the range is a live mapping (caller).
+    unsafe {
+        libc::madvise(ptr.as_ptr().cast(), size, libc::MADV_HUGEPAGE);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (ptr, size);
+}
