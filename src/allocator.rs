@@ -288,11 +288,13 @@ impl<const N: usize> Rulloc<N> {
 
     /// Like [`Rulloc::allocate_bytes`], and the memory is zeroed.
     pub fn allocate_zeroed_bytes(&self, size: usize, align: usize) -> *mut u8 {
-        let is_huge = self.config.bucket_for(size, align).is_none() && is_huge(size, align);
+        if self.config.bucket_for(size, align).is_none() && is_huge(size, align) {
+            // Fresh mappings are zero already; cached ones are cleared.
+            return self.allocate_huge(size, align, true);
+        }
         let block = self.allocate_bytes(size, align);
-        if !block.is_null() && !is_huge {
-            // SAFETY: the block has at least `size` writable bytes. Huge
-            // blocks are fresh mappings and already zero.
+        if !block.is_null() {
+            // SAFETY: the block has at least `size` writable bytes.
             unsafe { block.write_bytes(0, size) };
         }
         block
@@ -305,15 +307,27 @@ impl<const N: usize> Rulloc<N> {
             return ptr::null_mut();
         }
         if is_huge(size, align) {
-            // The huge list reports to the shared counters.
-            match self.state() {
-                Some(state) => state.huge.alloc(size, align),
-                None => ptr::null_mut(),
-            }
+            self.allocate_huge(size, align, false)
         } else {
             // SAFETY: the closure runs with the heap's lock held; size fits.
             self.with_heap(move |heap| unsafe { heap.alloc_large(size) })
         }
+    }
+
+    /// A huge block (a mapping of its own, or one from the huge cache);
+    /// `zeroed`: its first `size` bytes read as zero.
+    #[cold]
+    fn allocate_huge(&self, size: usize, align: usize, zeroed: bool) -> *mut u8 {
+        if size > isize::MAX as usize - (align - 1) {
+            return ptr::null_mut();
+        }
+        // The huge list reports to the shared counters, which hold its
+        // cache.
+        let Some(state) = self.state() else {
+            return ptr::null_mut();
+        };
+        let delay = self.purge_delay_ms.load(Ordering::Relaxed);
+        state.huge.alloc(size, align, zeroed, delay)
     }
 
     /// Frees a block. Null is ignored.
@@ -373,7 +387,8 @@ impl<const N: usize> Rulloc<N> {
                 if let (true, Some(layout)) = (crate::block::SECURE, layout) {
                     Self::check_layout(ptr, layout, huge_usable_size(segment));
                 }
-                self.huge().free(segment);
+                self.huge()
+                    .free(segment, self.purge_delay_ms.load(Ordering::Relaxed));
                 return;
             }
             let region = region_of(segment, ptr);
@@ -763,8 +778,12 @@ impl<const N: usize> Rulloc<N> {
 
     /// Gives back to the OS everything that is free right now: blocks freed
     /// by other threads are reclaimed, empty regions retired, empty
-    /// segments unmapped and the pages of free spans purged.
+    /// segments and cached huge mappings unmapped and the pages of free
+    /// spans purged.
     pub fn collect(&self) {
+        if let Some(state) = self.mapped_state() {
+            state.counters.huge_cache.release_all(&state.counters);
+        }
         for slot in self.heaps() {
             let heap = slot.load(Ordering::Acquire);
             if heap.is_null() {
@@ -801,6 +820,12 @@ impl<const N: usize> Rulloc<N> {
             stats.bytes_committed = shared.bytes_committed.load(Ordering::Relaxed);
             stats.peak_bytes_committed = shared.peak_bytes_committed.load(Ordering::Relaxed);
             stats.peak_bytes_mapped = shared.peak_bytes_mapped.load(Ordering::Relaxed);
+            let cache = &shared.huge_cache;
+            stats.huge_cached = cache.count.load(Ordering::Relaxed);
+            stats.huge_cache_hits = cache.hits.load(Ordering::Relaxed);
+            stats.bytes_mapped += cache.bytes.load(Ordering::Relaxed);
+            stats.unmap_calls += cache.unmap_calls.load(Ordering::Relaxed);
+            stats.segments += stats.huge_cached;
         }
         for slot in self.heaps() {
             let heap = slot.load(Ordering::Acquire);
@@ -968,10 +993,12 @@ impl<const N: usize> InstanceState<N> {
             self.fork_locked[index].store(locked, Ordering::Relaxed);
         }
         self.huge.lock().lock();
+        self.counters.huge_cache.lock().lock();
     }
 
     /// Releases what [`InstanceState::fork_prepare`] took.
     fn release_fork_locks(&self) {
+        self.counters.huge_cache.lock().force_unlock();
         self.huge.lock().force_unlock();
         for (index, slot) in self.heaps.iter().enumerate() {
             if self.fork_locked[index].swap(false, Ordering::Relaxed) {
@@ -1088,6 +1115,7 @@ impl<const N: usize> Drop for Rulloc<N> {
             unsafe { Heap::destroy(heap, !(*heap).lock().orphan_if_bound()) };
         }
         state.huge.release_all();
+        state.counters.huge_cache.release_all(&state.counters);
         // SAFETY: no heap or huge block refers to the state any more.
         unsafe {
             platform::unmap(

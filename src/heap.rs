@@ -49,6 +49,7 @@ use core::mem::size_of;
 use core::ptr::{self, NonNull};
 
 use crate::bucket::{list_push_front, list_remove, Bucket, Config};
+use crate::large::HugeCache;
 use crate::misuse;
 use crate::platform;
 use crate::region::{DelayedStack, Region, RegionKind};
@@ -56,8 +57,9 @@ use crate::segment::{self, round_up, SpanEvents, SpanPool, SEGMENT_SIZE, SLOT_SI
 use crate::sync::SpinLock;
 
 /// Counters an allocator instance shares between its heaps: what only a
-/// total can say (peaks). Lives in a page of its own, mapped on first use,
-/// so heaps can point at it while the `Rulloc` value itself moves.
+/// total can say (peaks), and the huge-block cache, which heaps purge on
+/// their slow paths. Lives in a page of its own, mapped on first use, so
+/// heaps can point at it while the `Rulloc` value itself moves.
 #[derive(Default)]
 pub(crate) struct SharedCounters {
     pub(crate) bytes_mapped: AtomicUsize,
@@ -65,7 +67,12 @@ pub(crate) struct SharedCounters {
     /// Bytes of live regions and huge blocks (what can be resident).
     pub(crate) bytes_committed: AtomicUsize,
     pub(crate) peak_bytes_committed: AtomicUsize,
+    /// Freed huge mappings kept for reuse (see [`crate::large`]).
+    pub(crate) huge_cache: HugeCache,
 }
+
+// The shared page is one page of the smallest supported size.
+const _: () = assert!(size_of::<SharedCounters>() <= 4096);
 
 impl SharedCounters {
     /// Adds `delta` to a gauge and raises its peak (slow paths only).
@@ -270,6 +277,11 @@ impl<const N: usize> Heap<N> {
         unsafe {
             let heap = &*header.cast::<Heap<N>>();
             heap.collect();
+            // A thread's exit is when the allocator gives back what is
+            // free (a program whose threads are done may make no call that
+            // would purge the cache later).
+            let shared = &*heap.shared;
+            shared.huge_cache.release_all(shared);
             heap.counters.abandoned.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -475,23 +487,28 @@ impl<const N: usize> Heap<N> {
         }
     }
 
-    /// Purges dirty free spans whose delay ran out, if any are due.
+    /// Purges dirty free spans whose delay ran out, if any are due, and
+    /// the instance's huge cache likewise (so that its pages go back after
+    /// the delay even if no huge call comes).
     ///
     /// # Safety
     ///
     /// Lock held.
     unsafe fn purge_if_due(&self) {
-        // SAFETY: lock held.
+        // SAFETY: lock held; the shared counters outlive every heap.
         unsafe {
             let local = self.local();
             let due = (*local).next_purge_at;
-            if due == 0 {
+            let shared = &*self.shared;
+            if due == 0 && !shared.huge_cache.pending() {
                 return;
             }
             let now = platform::now_ms();
-            if now >= due {
-                self.purge(now, self.purge_delay());
+            let delay = self.purge_delay();
+            if due != 0 && now >= due {
+                self.purge(now, delay);
             }
+            shared.huge_cache.purge_if_due(shared, now, delay);
         }
     }
 

@@ -33,8 +33,13 @@ pub struct Stats {
     pub segments: usize,
     /// Regions currently carved out of segments (small and large).
     pub regions: usize,
-    /// Huge blocks currently mapped.
+    /// Huge blocks currently allocated (each a mapping of its own).
     pub huge_blocks: usize,
+    /// Freed huge mappings kept for reuse (counted in `bytes_mapped` and
+    /// `segments`, not in `bytes_committed`; see `src/large.rs`).
+    pub huge_cached: usize,
+    /// Huge requests served from a cached mapping, so far.
+    pub huge_cache_hits: usize,
     /// Heaps created (at most one per concurrently allocating thread).
     pub heaps: usize,
     /// Blocks freed by a thread other than their heap's owner (through a
@@ -68,6 +73,11 @@ impl fmt::Display for Stats {
         writeln!(f, "  segments    {:>14}", self.segments)?;
         writeln!(f, "  regions     {:>14}", self.regions)?;
         writeln!(f, "  huge blocks {:>14}", self.huge_blocks)?;
+        writeln!(
+            f,
+            "  huge cached {:>14} (hits {})",
+            self.huge_cached, self.huge_cache_hits
+        )?;
         writeln!(f, "  heaps       {:>14}", self.heaps)?;
         writeln!(f, "  map calls   {:>14}", self.map_calls)?;
         writeln!(f, "  unmap calls {:>14}", self.unmap_calls)?;
