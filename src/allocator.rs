@@ -383,12 +383,8 @@ impl<const N: usize> Rulloc<N> {
         // segment kind and owner never change while the block lives.
         unsafe {
             if (*segment).kind == SegmentKind::Huge {
-                check_huge_start(segment, ptr, "free of invalid pointer");
-                if let (true, Some(layout)) = (crate::block::SECURE, layout) {
-                    Self::check_layout(ptr, layout, huge_usable_size(segment));
-                }
-                self.huge()
-                    .free(segment, self.purge_delay_ms.load(Ordering::Relaxed));
+                // A tail call: the small-block path below needs no frame.
+                self.deallocate_huge(segment, ptr, layout);
                 return;
             }
             let region = region_of(segment, ptr);
@@ -402,6 +398,30 @@ impl<const N: usize> Rulloc<N> {
             } else {
                 Self::deallocate_foreign(heap, region, ptr);
             }
+        }
+    }
+
+    /// Frees a huge block, after checking that `ptr` is its start.
+    ///
+    /// # Safety
+    ///
+    /// `segment` is the live huge segment holding `ptr`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn deallocate_huge(
+        &self,
+        segment: *mut segment::Segment,
+        ptr: *mut u8,
+        layout: Option<Layout>,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            check_huge_start(segment, ptr, "free of invalid pointer");
+            if let (true, Some(layout)) = (crate::block::SECURE, layout) {
+                Self::check_layout(ptr, layout, huge_usable_size(segment));
+            }
+            self.huge()
+                .free(segment, self.purge_delay_ms.load(Ordering::Relaxed));
         }
     }
 

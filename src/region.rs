@@ -68,6 +68,11 @@ pub(crate) enum RegionKind {
 
 /// A region descriptor (one per slot of a segment; only the first slot's is
 /// the "real" one, the others point at it through `first`).
+///
+/// Field order matters: the first cache line holds everything the owner's
+/// alloc and free touch (`free`, `used`, `kind`, `in_full`, `bucket`,
+/// `prev`, `key`), and the descriptor is exactly 128 bytes on 64-bit
+/// targets, so finding a slot's descriptor is a shift, not a multiply.
 #[repr(C)]
 pub(crate) struct Region {
     /// Owner-local free list: allocation pops, owner frees push.
@@ -76,35 +81,35 @@ pub(crate) struct Region {
     pub(crate) used: u32,
     /// Blocks that fit in the region.
     pub(crate) capacity: u32,
+    /// Slots in this span (first slot only).
+    pub(crate) slot_count: u32,
+    pub(crate) kind: RegionKind,
+    /// Whether the region is on its bucket's full list (owner only).
+    pub(crate) in_full: bool,
+    /// Index of the owning bucket (`Small` only).
+    pub(crate) bucket: u16,
     /// Size of every block (for `Large`, the whole usable span).
     pub(crate) block_size: usize,
     /// Remote frees (a block list) or [`FULL`].
     pub(crate) thread_free: AtomicUsize,
+    /// Links in the bucket queue, the full list, or a span bin.
+    pub(crate) prev: *mut Region,
+    pub(crate) next: *mut Region,
+    /// Secure build: the key free-list links are encoded with (0 otherwise).
+    pub(crate) key: usize,
+    /// The first descriptor of this span (in every slot of a used span;
+    /// in the first and last slot of a free span).
+    pub(crate) first: *mut Region,
     /// Next never-used block.
     pub(crate) bump: *mut u8,
     /// End of the last whole block.
     pub(crate) end: *mut u8,
     /// First block.
     pub(crate) start: *mut u8,
-    /// Slots in this span (first slot only).
-    pub(crate) slot_count: u32,
-    /// The first descriptor of this span (in every slot of a used span;
-    /// in the first and last slot of a free span).
-    pub(crate) first: *mut Region,
-    pub(crate) kind: RegionKind,
-    /// Whether the region is on its bucket's full list (owner only).
-    pub(crate) in_full: bool,
-    /// Index of the owning bucket (`Small` only).
-    pub(crate) bucket: u16,
-    /// Links in the bucket queue, the full list, or a span bin.
-    pub(crate) next: *mut Region,
-    pub(crate) prev: *mut Region,
-    /// Free spans only: whether its pages may hold physical memory, and
-    /// since when (ms, see [`crate::platform::now_ms`]) it has been free.
-    pub(crate) dirty: bool,
+    /// Free spans only: since when (ms, see [`crate::platform::now_ms`])
+    /// it has been free, and (`dirty`) whether its pages may hold physical
+    /// memory.
     pub(crate) freed_at: u64,
-    /// Secure build: the key free-list links are encoded with (0 otherwise).
-    pub(crate) key: usize,
     /// Secure build: one bit per block, set while the block is allocated
     /// (stored at the start of the region; null otherwise). Owner only:
     /// remote frees leave their bits to [`Region::collect`].
@@ -112,7 +117,11 @@ pub(crate) struct Region {
     /// `2^42 / block_size + 1`: `offset * reciprocal >> 42` is
     /// `offset / block_size` for every offset inside a segment.
     pub(crate) reciprocal: u64,
+    pub(crate) dirty: bool,
 }
+
+#[cfg(all(target_pointer_width = "64", not(loom)))]
+const _: () = assert!(size_of::<Region>() == 128);
 
 /// The shift that goes with [`Region::reciprocal`].
 const RECIPROCAL_SHIFT: u32 = 42;
