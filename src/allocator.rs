@@ -281,7 +281,7 @@ impl<const N: usize> Rulloc<N> {
         debug_assert!(align.is_power_of_two());
         match self.config.bucket_for(size, align) {
             // SAFETY: the closure runs with the heap's lock held.
-            Some(bucket) => self.with_heap(move |heap| unsafe { heap.alloc_small(bucket) }),
+            Some(bucket) => self.with_heap(move |heap| unsafe { heap.alloc_small(bucket, size) }),
             None => self.allocate_dynamic(size, align),
         }
     }
@@ -327,7 +327,14 @@ impl<const N: usize> Rulloc<N> {
             return ptr::null_mut();
         };
         let delay = self.purge_delay_ms.load(Ordering::Relaxed);
-        state.huge.alloc(size, align, zeroed, delay)
+        let block = state.huge.alloc(size, align, zeroed, delay);
+        if !block.is_null() {
+            state
+                .huge
+                .bytes_requested
+                .fetch_add(size, Ordering::Relaxed);
+        }
+        block
     }
 
     /// Frees a block. Null is ignored.
@@ -835,6 +842,8 @@ impl<const N: usize> Rulloc<N> {
             stats.bytes_mapped = huge.bytes_mapped.load(Ordering::Relaxed);
             stats.map_calls = huge.map_calls.load(Ordering::Relaxed);
             stats.unmap_calls = huge.unmap_calls.load(Ordering::Relaxed);
+            stats.remap_calls = huge.remap_calls.load(Ordering::Relaxed);
+            stats.bytes_requested = huge.bytes_requested.load(Ordering::Relaxed);
             stats.huge_blocks = huge.count.load(Ordering::Relaxed);
             stats.segments = stats.huge_blocks;
             stats.bytes_committed = shared.bytes_committed.load(Ordering::Relaxed);
@@ -858,10 +867,15 @@ impl<const N: usize> Rulloc<N> {
             let segments = counters.segments.load(Ordering::Relaxed);
             stats.heaps += 1;
             stats.bytes_in_use += counters.bytes_in_use.load(Ordering::Relaxed);
+            stats.bytes_requested += counters.large_requested.load(Ordering::Relaxed);
             // SAFETY: as above.
             let bucket_blocks = unsafe { &(*heap).bucket_blocks };
             for (blocks, &size) in bucket_blocks.iter().zip(&self.config.sizes) {
                 stats.bytes_in_use += blocks.load(Ordering::Relaxed) * size;
+            }
+            // SAFETY: as above.
+            for requested in unsafe { &(*heap).bucket_requested } {
+                stats.bytes_requested += requested.load(Ordering::Relaxed);
             }
             // SAFETY: as above; written once at creation.
             stats.bytes_mapped += segments * SEGMENT_SIZE + unsafe { (*heap).mapping_size };
@@ -896,6 +910,7 @@ impl<const N: usize> Rulloc<N> {
             for (index, bucket) in buckets.iter_mut().enumerate() {
                 bucket.blocks_in_use += heap.bucket_blocks[index].load(Ordering::Relaxed);
                 bucket.regions += heap.bucket_regions[index].load(Ordering::Relaxed);
+                bucket.bytes_requested += heap.bucket_requested[index].load(Ordering::Relaxed);
             }
         }
         for bucket in &mut buckets {
@@ -1599,6 +1614,37 @@ mod tests {
             assert_eq!((*heap).purge_backoff(), 0);
             a.deallocate_bytes(second);
         }
+    }
+
+    /// `bytes_requested` adds up the sizes asked for, on every path, and
+    /// per bucket; an `mremap` resize is counted as a remap call.
+    #[test]
+    fn requested_bytes_and_remaps_are_counted() {
+        let a = Rulloc::new();
+        let sizes = [20, 1000, 300 << 10, 5 << 20];
+        let blocks = sizes.map(|size| a.allocate_bytes(size, 8));
+        assert_eq!(a.stats().bytes_requested, sizes.iter().sum::<usize>());
+        let bucket = DEFAULT_BUCKET_SIZES.iter().position(|&s| s == 24).unwrap();
+        assert_eq!(a.bucket_stats()[bucket].bytes_requested, 20);
+        assert_eq!(a.bucket_stats()[bucket].bytes_in_use, 24);
+        // SAFETY: live blocks of `a`, each freed once.
+        unsafe {
+            // Shrinking a mapping in place always works (growing depends
+            // on what lies after it); to 2.25 MiB, under half of it, so the
+            // mapping does shrink.
+            let shrunk = a.reallocate_bytes(blocks[3], 9 << 18, 8);
+            assert!(!shrunk.is_null());
+            if cfg!(all(target_os = "linux", not(miri))) {
+                assert_eq!(shrunk, blocks[3], "mremap shrinks in place");
+                assert_eq!(a.stats().remap_calls, 1);
+            }
+            for block in &blocks[..3] {
+                a.deallocate_bytes(*block);
+            }
+            a.deallocate_bytes(shrunk);
+        }
+        // Cumulative: frees do not lower it.
+        assert_eq!(a.stats().bytes_requested, sizes.iter().sum::<usize>());
     }
 
     #[test]

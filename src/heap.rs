@@ -91,6 +91,8 @@ impl SharedCounters {
 pub(crate) struct HeapCounters {
     /// Bytes in large blocks (small blocks are counted per bucket).
     pub(crate) bytes_in_use: AtomicUsize,
+    /// Bytes asked for in large blocks, so far.
+    pub(crate) large_requested: AtomicUsize,
     pub(crate) regions: AtomicUsize,
     pub(crate) segments: AtomicUsize,
     pub(crate) map_calls: AtomicUsize,
@@ -185,6 +187,8 @@ pub(crate) struct Heap<const N: usize> {
     pub(crate) counters: HeapCounters,
     /// Blocks in use per bucket, and regions per bucket (owner-written).
     pub(crate) bucket_blocks: [AtomicUsize; N],
+    /// Bytes asked for per bucket, so far (owner-written).
+    pub(crate) bucket_requested: [AtomicUsize; N],
     pub(crate) bucket_regions: [AtomicUsize; N],
     /// The instance's shared counters (peaks).
     shared: *const SharedCounters,
@@ -235,6 +239,7 @@ impl<const N: usize> Heap<N> {
                 _line_break: LineBreak,
                 counters: HeapCounters::default(),
                 bucket_blocks: [const { AtomicUsize::new(0) }; N],
+                bucket_requested: [const { AtomicUsize::new(0) }; N],
                 bucket_regions: [const { AtomicUsize::new(0) }; N],
                 shared,
                 mapping_size,
@@ -325,13 +330,14 @@ impl<const N: usize> Heap<N> {
         self.local.get()
     }
 
-    /// Allocates a block from `bucket`: the fast path.
+    /// Allocates a block from `bucket` for a request of `size` bytes: the
+    /// fast path.
     ///
     /// # Safety
     ///
     /// The caller holds `self.lock`; `bucket < N`.
     #[inline(always)]
-    pub(crate) unsafe fn alloc_small(&self, bucket: usize) -> *mut u8 {
+    pub(crate) unsafe fn alloc_small(&self, bucket: usize, size: usize) -> *mut u8 {
         // SAFETY: lock held; bucket in range.
         unsafe {
             let region = (*self.local()).buckets.get_unchecked(bucket).queue;
@@ -339,10 +345,11 @@ impl<const N: usize> Heap<N> {
                 let block = Region::pop(region);
                 if !block.is_null() {
                     bump(self.bucket_blocks.get_unchecked(bucket), 1);
+                    bump(self.bucket_requested.get_unchecked(bucket), size);
                     return block;
                 }
             }
-            self.alloc_small_slow(bucket)
+            self.alloc_small_slow(bucket, size)
         }
     }
 
@@ -353,7 +360,7 @@ impl<const N: usize> Heap<N> {
     ///
     /// As for [`Heap::alloc_small`].
     #[cold]
-    unsafe fn alloc_small_slow(&self, bucket: usize) -> *mut u8 {
+    unsafe fn alloc_small_slow(&self, bucket: usize, size: usize) -> *mut u8 {
         // SAFETY: lock held; every region on our lists is ours.
         unsafe {
             self.process_delayed();
@@ -374,6 +381,7 @@ impl<const N: usize> Heap<N> {
                 let block = Region::pop(region);
                 if !block.is_null() {
                     bump(&self.bucket_blocks[bucket], 1);
+                    bump(&self.bucket_requested[bucket], size);
                     return block;
                 }
                 // Nothing left: park the region as full, unless a remote free
@@ -589,6 +597,7 @@ impl<const N: usize> Heap<N> {
             Region::init_large(region, start, slots * SLOT_SIZE);
             bump(&self.counters.regions, 1);
             self.commit(slots * SLOT_SIZE);
+            bump(&self.counters.large_requested, size);
             bump(&self.counters.bytes_in_use, slots * SLOT_SIZE);
             start
         }

@@ -153,6 +153,10 @@ pub(crate) struct HugeList {
     pub(crate) count: AtomicUsize,
     pub(crate) map_calls: AtomicUsize,
     pub(crate) unmap_calls: AtomicUsize,
+    /// Resizes in place by the OS (`mremap`).
+    pub(crate) remap_calls: AtomicUsize,
+    /// Bytes asked for in huge blocks, so far.
+    pub(crate) bytes_requested: AtomicUsize,
     /// The instance's shared counters (peaks) and huge cache, set before
     /// the first huge block is mapped.
     shared: AtomicPtr<SharedCounters>,
@@ -174,6 +178,8 @@ impl HugeList {
             count: AtomicUsize::new(0),
             map_calls: AtomicUsize::new(0),
             unmap_calls: AtomicUsize::new(0),
+            remap_calls: AtomicUsize::new(0),
+            bytes_requested: AtomicUsize::new(0),
             shared: AtomicPtr::new(ptr::null_mut()),
         }
     }
@@ -464,6 +470,7 @@ impl HugeList {
             if !platform::remap_in_place(mapping, old_total, total) {
                 return new_size <= usable;
             }
+            self.remap_calls.fetch_add(1, Ordering::Relaxed);
             (*segment).mapping_size = total;
             (*segment).huge_size = total - offset;
             self.gauge(total > old_total, total.abs_diff(old_total));
