@@ -37,12 +37,13 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
 use crate::binding::{self, Binding, BINDING, NEVER_BIND, UNBOUND};
 use crate::bucket::{Config, DEFAULT_BUCKET_COUNT, DEFAULT_BUCKET_SIZES};
+use crate::fork;
 use crate::heap::{owner_of, Heap, SharedCounters};
 use crate::large::{huge_usable_size, HugeList, LARGE_MAX_SIZE};
 use crate::misuse;
@@ -75,18 +76,15 @@ pub(crate) const MAX_HEAPS: usize = 64;
 /// ```
 pub struct Rulloc<const N: usize = DEFAULT_BUCKET_COUNT> {
     config: Config<N>,
-    heaps: [AtomicPtr<Heap<N>>; MAX_HEAPS],
-    huge: HugeList,
-    /// Heaps locked by [`Rulloc::fork_prepare`], one bit per index.
-    fork_locked: AtomicU64,
+    /// Heaps, huge blocks, counters and the fork registry entry: mapped on
+    /// first use, because they must never move (see [`InstanceState`]).
+    state: AtomicPtr<InstanceState<N>>,
     /// This instance's id in thread bindings (0 until first needed).
     id: AtomicUsize,
     /// How long freed pages stay resident before they are purged (ms).
     purge_delay_ms: AtomicUsize,
     /// Heaps bound by a thread after another thread left them.
     adoptions: AtomicUsize,
-    /// Counters shared by the heaps (peaks), mapped on first use.
-    shared: AtomicPtr<SharedCounters>,
 }
 
 /// Default purge delay: long enough that a program freeing and allocating
@@ -109,6 +107,19 @@ impl Rulloc {
     /// Same as [`Rulloc::new`].
     pub const fn with_default_config() -> Self {
         Self::new()
+    }
+
+    /// Whether segments mapped from now on ask the kernel for transparent
+    /// huge pages (`madvise(MADV_HUGEPAGE)` on Linux; elsewhere nothing).
+    /// On by default: a 4 MiB segment then faults in as two 2 MiB pages
+    /// instead of 1,024 small ones, which makes first touches and TLB
+    /// misses far cheaper (a quarter of the time of some workloads), at the
+    /// price of resident memory growing in 2 MiB steps. Purging still
+    /// returns freed spans at page granularity (the kernel splits the huge
+    /// page). **Process-wide**: it applies to every instance. The C library
+    /// reads `RULLOC_HUGE_PAGES=0` to turn it off.
+    pub fn set_huge_pages(enabled: bool) {
+        platform::set_huge_pages(enabled);
     }
 }
 
@@ -145,69 +156,105 @@ impl<const N: usize> Rulloc<N> {
     pub const fn with_bucket_sizes(sizes: [usize; N]) -> Self {
         Self {
             config: Config::new(sizes),
-            heaps: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_HEAPS],
-            huge: HugeList::new(),
-            fork_locked: AtomicU64::new(0),
+            state: AtomicPtr::new(ptr::null_mut()),
             id: AtomicUsize::new(0),
             purge_delay_ms: AtomicUsize::new(DEFAULT_PURGE_DELAY_MS),
             adoptions: AtomicUsize::new(0),
-            shared: AtomicPtr::new(ptr::null_mut()),
         }
     }
 
-    /// The shared counters, mapped on first use (null if the OS refuses).
-    fn shared(&self) -> *mut SharedCounters {
-        let shared = self.shared.load(Ordering::Acquire);
-        if !shared.is_null() {
-            return shared;
+    /// The instance's state, mapped (and registered for fork safety) on
+    /// first use; `None` if the OS refuses the memory.
+    #[inline]
+    fn state(&self) -> Option<&InstanceState<N>> {
+        let state = self.state.load(Ordering::Acquire);
+        if state.is_null() {
+            return self.map_state();
         }
-        let page = platform::page_size();
-        let Some(mapping) = platform::map_aligned(page, page) else {
-            return ptr::null_mut();
-        };
-        let new = mapping.as_ptr().cast::<SharedCounters>();
-        // SAFETY: a fresh zeroed page holds a SharedCounters (all zeros).
-        unsafe { new.write(SharedCounters::default()) };
-        match self.shared.compare_exchange(
-            ptr::null_mut(),
-            new,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
+        // SAFETY: a published state lives until `self` is dropped.
+        Some(unsafe { &*state })
+    }
+
+    /// The instance's state if it is mapped already (it is whenever a
+    /// block of this instance is live).
+    #[inline]
+    fn mapped_state(&self) -> Option<&InstanceState<N>> {
+        // SAFETY: a published state lives until `self` is dropped.
+        unsafe { self.state.load(Ordering::Acquire).as_ref() }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn map_state(&self) -> Option<&InstanceState<N>> {
+        let size = InstanceState::<N>::mapping_size();
+        let mapping = platform::map_aligned(size, platform::page_size())?;
+        let new = mapping.as_ptr().cast::<InstanceState<N>>();
+        // SAFETY: the fresh mapping is large enough and page aligned.
+        unsafe { new.write(InstanceState::new()) };
+        match self
+            .state
+            .compare_exchange(ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire)
+        {
             Ok(_) => {
-                self.huge.set_shared(new);
-                new
+                // SAFETY: published: lives until `self` is dropped, which
+                // unregisters it first; never moves.
+                let state = unsafe { &*new };
+                state
+                    .huge
+                    .set_shared(ptr::from_ref(&state.counters).cast_mut());
+                // SAFETY: as above; registered once (we won the race).
+                unsafe { fork::register(&state.fork_entry) };
+                Some(state)
             }
             Err(existing) => {
-                // SAFETY: our page was never published.
-                unsafe { platform::unmap(mapping, page, page) };
-                existing
+                // SAFETY: our mapping was never published.
+                unsafe { platform::unmap(mapping, size, platform::page_size()) };
+                // SAFETY: the winner's state lives until `self` is dropped.
+                Some(unsafe { &*existing })
             }
         }
+    }
+
+    /// The published heaps (none before the state is mapped).
+    fn heaps(&self) -> &[AtomicPtr<Heap<N>>] {
+        match self.mapped_state() {
+            Some(state) => &state.heaps,
+            None => &[],
+        }
+    }
+
+    /// The huge-block list. Only called for a live huge block, which
+    /// exists only once the state is mapped.
+    fn huge(&self) -> &HugeList {
+        let state = self.state.load(Ordering::Acquire);
+        debug_assert!(!state.is_null());
+        // SAFETY: a huge block is live, so its allocation mapped the state,
+        // which lives until `self` is dropped.
+        unsafe { &(*state).huge }
     }
 
     /// Creates a heap of this instance (null if the OS refuses memory).
-    fn create_heap(&self) -> *mut Heap<N> {
-        let shared = self.shared();
-        if shared.is_null() {
-            return ptr::null_mut();
-        }
+    fn create_heap(&self, state: &InstanceState<N>) -> *mut Heap<N> {
         Heap::create(
             &self.config,
             self.purge_delay_ms.load(Ordering::Relaxed),
-            shared,
+            ptr::from_ref(&state.counters).cast_mut(),
         )
     }
 
     /// Sets how long (ms) free pages stay resident before the allocator
     /// gives them back to the OS (`madvise(MADV_DONTNEED)` /
     /// `MEM_DECOMMIT`), and how long an empty segment stays cached before it
-    /// is unmapped. `0` purges as soon as a region empties. Purging happens
+    /// is unmapped. `0` purges as soon as a region empties. A heap whose
+    /// purges keep being followed at once by page faults on the same memory
+    /// doubles its own delay (at most 64 times), and halves it again after
+    /// each calm second: waves of frees and allocations do not thrash the
+    /// page tables, and memory still comes back after a peak. Purging happens
     /// on the allocator's slow paths, at thread exit and in
     /// [`Rulloc::collect`]; there is no background thread.
     pub fn set_purge_delay_ms(&self, delay_ms: usize) {
         self.purge_delay_ms.store(delay_ms, Ordering::Relaxed);
-        for slot in &self.heaps {
+        for slot in self.heaps() {
             let heap = slot.load(Ordering::Acquire);
             if !heap.is_null() {
                 // SAFETY: published heaps live as long as `self`.
@@ -234,18 +281,20 @@ impl<const N: usize> Rulloc<N> {
         debug_assert!(align.is_power_of_two());
         match self.config.bucket_for(size, align) {
             // SAFETY: the closure runs with the heap's lock held.
-            Some(bucket) => self.with_heap(move |heap| unsafe { heap.alloc_small(bucket) }),
+            Some(bucket) => self.with_heap(move |heap| unsafe { heap.alloc_small(bucket, size) }),
             None => self.allocate_dynamic(size, align),
         }
     }
 
     /// Like [`Rulloc::allocate_bytes`], and the memory is zeroed.
     pub fn allocate_zeroed_bytes(&self, size: usize, align: usize) -> *mut u8 {
-        let is_huge = self.config.bucket_for(size, align).is_none() && is_huge(size, align);
+        if self.config.bucket_for(size, align).is_none() && is_huge(size, align) {
+            // Fresh mappings are zero already; cached ones are cleared.
+            return self.allocate_huge(size, align, true);
+        }
         let block = self.allocate_bytes(size, align);
-        if !block.is_null() && !is_huge {
-            // SAFETY: the block has at least `size` writable bytes. Huge
-            // blocks are fresh mappings and already zero.
+        if !block.is_null() {
+            // SAFETY: the block has at least `size` writable bytes.
             unsafe { block.write_bytes(0, size) };
         }
         block
@@ -258,13 +307,34 @@ impl<const N: usize> Rulloc<N> {
             return ptr::null_mut();
         }
         if is_huge(size, align) {
-            // The huge list reports to the shared counters.
-            let _ = self.shared();
-            self.huge.alloc(size, align)
+            self.allocate_huge(size, align, false)
         } else {
             // SAFETY: the closure runs with the heap's lock held; size fits.
             self.with_heap(move |heap| unsafe { heap.alloc_large(size) })
         }
+    }
+
+    /// A huge block (a mapping of its own, or one from the huge cache);
+    /// `zeroed`: its first `size` bytes read as zero.
+    #[cold]
+    fn allocate_huge(&self, size: usize, align: usize, zeroed: bool) -> *mut u8 {
+        if size > isize::MAX as usize - (align - 1) {
+            return ptr::null_mut();
+        }
+        // The huge list reports to the shared counters, which hold its
+        // cache.
+        let Some(state) = self.state() else {
+            return ptr::null_mut();
+        };
+        let delay = self.purge_delay_ms.load(Ordering::Relaxed);
+        let block = state.huge.alloc(size, align, zeroed, delay);
+        if !block.is_null() {
+            state
+                .huge
+                .bytes_requested
+                .fetch_add(size, Ordering::Relaxed);
+        }
+        block
     }
 
     /// Frees a block. Null is ignored.
@@ -320,11 +390,8 @@ impl<const N: usize> Rulloc<N> {
         // segment kind and owner never change while the block lives.
         unsafe {
             if (*segment).kind == SegmentKind::Huge {
-                check_huge_start(segment, ptr, "free of invalid pointer");
-                if let (true, Some(layout)) = (crate::block::SECURE, layout) {
-                    Self::check_layout(ptr, layout, huge_usable_size(segment));
-                }
-                self.huge.free(segment);
+                // A tail call: the small-block path below needs no frame.
+                self.deallocate_huge(segment, ptr, layout);
                 return;
             }
             let region = region_of(segment, ptr);
@@ -338,6 +405,30 @@ impl<const N: usize> Rulloc<N> {
             } else {
                 Self::deallocate_foreign(heap, region, ptr);
             }
+        }
+    }
+
+    /// Frees a huge block, after checking that `ptr` is its start.
+    ///
+    /// # Safety
+    ///
+    /// `segment` is the live huge segment holding `ptr`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn deallocate_huge(
+        &self,
+        segment: *mut segment::Segment,
+        ptr: *mut u8,
+        layout: Option<Layout>,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            check_huge_start(segment, ptr, "free of invalid pointer");
+            if let (true, Some(layout)) = (crate::block::SECURE, layout) {
+                Self::check_layout(ptr, layout, huge_usable_size(segment));
+            }
+            self.huge()
+                .free(segment, self.purge_delay_ms.load(Ordering::Relaxed));
         }
     }
 
@@ -361,7 +452,6 @@ impl<const N: usize> Rulloc<N> {
                 if Region::push_remote(region, ptr) {
                     (*heap).push_delayed(ptr);
                 }
-                (*heap).count_remote_free();
             }
         }
     }
@@ -404,7 +494,7 @@ impl<const N: usize> Rulloc<N> {
                 check_huge_start(segment, ptr, "realloc of invalid pointer");
                 let usable = huge_usable_size(segment);
                 let stay_huge = new_size > LARGE_MAX_SIZE || align > SLOT_SIZE;
-                if aligned && stay_huge && self.huge.resize_in_place(segment, new_size) {
+                if aligned && stay_huge && self.huge().resize_in_place(segment, new_size) {
                     return ptr;
                 }
                 return self.move_block(ptr, usable, new_size, align);
@@ -566,34 +656,24 @@ impl<const N: usize> Rulloc<N> {
             heap: ptr::null(),
         });
         let mut chosen: *mut Heap<N> = ptr::null_mut();
-        for index in 1..MAX_HEAPS {
-            let heap = self.heaps[index].load(Ordering::Acquire);
-            if heap.is_null() {
-                let new_heap = self.create_heap();
-                if new_heap.is_null() {
+        if let Some(state) = self.state() {
+            for index in 1..MAX_HEAPS {
+                let heap = state.heaps[index].load(Ordering::Acquire);
+                if heap.is_null() {
+                    match self.publish_new_heap(state, index, Take::Bind) {
+                        Publish::Published(new_heap) => {
+                            chosen = new_heap;
+                            break;
+                        }
+                        Publish::SlotTaken => continue,
+                        Publish::NoMemory => break,
+                    }
+                // SAFETY: published heaps live as long as `self`.
+                } else if unsafe { (*heap).lock().try_bind() } {
+                    self.adoptions.fetch_add(1, Ordering::Relaxed);
+                    chosen = heap;
                     break;
                 }
-                // SAFETY: the new heap is ours alone until published.
-                let bound = unsafe { (*new_heap).lock().try_bind() };
-                debug_assert!(bound);
-                match self.heaps[index].compare_exchange(
-                    ptr::null_mut(),
-                    new_heap,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => {
-                        chosen = new_heap;
-                        break;
-                    }
-                    // SAFETY: never published, so never used.
-                    Err(_) => unsafe { Heap::destroy(new_heap, true) },
-                }
-            // SAFETY: published heaps live as long as `self`.
-            } else if unsafe { (*heap).lock().try_bind() } {
-                self.adoptions.fetch_add(1, Ordering::Relaxed);
-                chosen = heap;
-                break;
             }
         }
         if chosen.is_null() {
@@ -623,12 +703,46 @@ impl<const N: usize> Rulloc<N> {
         Some(heap)
     }
 
+    /// Creates a heap, takes it (bound to this thread or locked, as `take`
+    /// says) while it is still private, and publishes it in slot `index`.
+    /// A heap that loses the race for the slot is destroyed unused.
+    fn publish_new_heap(&self, state: &InstanceState<N>, index: usize, take: Take) -> Publish<N> {
+        let heap = self.create_heap(state);
+        if heap.is_null() {
+            return Publish::NoMemory;
+        }
+        // SAFETY: the new heap is ours alone until published.
+        let taken = unsafe {
+            match take {
+                Take::Bind => (*heap).lock().try_bind(),
+                Take::Lock => (*heap).lock().try_lock(),
+            }
+        };
+        debug_assert!(taken);
+        match state.heaps[index].compare_exchange(
+            ptr::null_mut(),
+            heap,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Publish::Published(heap),
+            Err(_) => {
+                // SAFETY: never published, so never used.
+                unsafe { Heap::destroy(heap, true) };
+                Publish::SlotTaken
+            }
+        }
+    }
+
     /// Borrows a heap under its lock: the thread's usual shared heap if it
     /// is free, otherwise see [`Rulloc::with_heap_slow`].
     #[inline]
     fn with_shared_heap(&self, f: impl FnOnce(&Heap<N>) -> *mut u8) -> *mut u8 {
+        let Some(state) = self.state() else {
+            return ptr::null_mut();
+        };
         let hint = hint::get();
-        let heap = self.heaps[hint % MAX_HEAPS].load(Ordering::Acquire);
+        let heap = state.heaps[hint % MAX_HEAPS].load(Ordering::Acquire);
         if !heap.is_null() {
             // SAFETY: published heaps live as long as `self`.
             let heap = unsafe { &*heap };
@@ -638,76 +752,66 @@ impl<const N: usize> Rulloc<N> {
                 return result;
             }
         }
-        self.with_heap_slow(hint, f)
+        self.with_heap_slow(state, hint, f)
     }
 
     /// The thread's heap is busy or missing: try every other heap, then
     /// create one, and only then wait.
     #[cold]
     #[inline(never)]
-    fn with_heap_slow(&self, hint: usize, f: impl FnOnce(&Heap<N>) -> *mut u8) -> *mut u8 {
+    fn with_heap_slow(
+        &self,
+        state: &InstanceState<N>,
+        hint: usize,
+        f: impl FnOnce(&Heap<N>) -> *mut u8,
+    ) -> *mut u8 {
+        let run_locked = |index: usize, heap: *mut Heap<N>| {
+            hint::set(index);
+            // SAFETY: published heaps live as long as `self`; locked by us.
+            let heap = unsafe { &*heap };
+            let result = f(heap);
+            heap.lock().unlock();
+            result
+        };
         for step in 0..MAX_HEAPS {
             let index = (hint + step) % MAX_HEAPS;
-            let heap = self.heaps[index].load(Ordering::Acquire);
+            let heap = state.heaps[index].load(Ordering::Acquire);
             // SAFETY: published heaps live as long as `self`.
             if !heap.is_null() && unsafe { (*heap).lock().try_lock() } {
-                hint::set(index);
-                // SAFETY: as above.
-                let heap = unsafe { &*heap };
-                let result = f(heap);
-                heap.lock().unlock();
-                return result;
+                return run_locked(index, heap);
             }
         }
         for step in 0..MAX_HEAPS {
             let index = (hint + step) % MAX_HEAPS;
-            if !self.heaps[index].load(Ordering::Acquire).is_null() {
+            if !state.heaps[index].load(Ordering::Acquire).is_null() {
                 continue;
             }
-            let heap = self.create_heap();
-            if heap.is_null() {
-                break;
-            }
-            // SAFETY: the new heap is ours alone until published.
-            let locked = unsafe { (*heap).lock().try_lock() };
-            debug_assert!(locked);
-            match self.heaps[index].compare_exchange(
-                ptr::null_mut(),
-                heap,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    hint::set(index);
-                    // SAFETY: published, locked by us.
-                    let heap = unsafe { &*heap };
-                    let result = f(heap);
-                    heap.lock().unlock();
-                    return result;
-                }
-                // SAFETY: never published, so never used.
-                Err(_) => unsafe { Heap::destroy(heap, true) },
+            match self.publish_new_heap(state, index, Take::Lock) {
+                Publish::Published(heap) => return run_locked(index, heap),
+                Publish::SlotTaken => continue,
+                Publish::NoMemory => break,
             }
         }
         // Every slot is taken (or no memory for a new heap): wait for heap
         // 0, which is never bound.
-        let heap = self.heaps[0].load(Ordering::Acquire);
+        let heap = state.heaps[0].load(Ordering::Acquire);
         if heap.is_null() {
             return ptr::null_mut();
         }
         // SAFETY: published heaps live as long as `self`.
-        let heap = unsafe { &*heap };
-        heap.lock().lock();
-        let result = f(heap);
-        heap.lock().unlock();
-        result
+        unsafe { (*heap).lock().lock() };
+        run_locked(0, heap)
     }
 
     /// Gives back to the OS everything that is free right now: blocks freed
     /// by other threads are reclaimed, empty regions retired, empty
-    /// segments unmapped and the pages of free spans purged.
+    /// segments and cached huge mappings unmapped and the pages of free
+    /// spans purged.
     pub fn collect(&self) {
-        for slot in &self.heaps {
+        if let Some(state) = self.mapped_state() {
+            state.counters.huge_cache.release_all(&state.counters);
+        }
+        for slot in self.heaps() {
             let heap = slot.load(Ordering::Acquire);
             if heap.is_null() {
                 continue;
@@ -729,24 +833,30 @@ impl<const N: usize> Rulloc<N> {
     /// A snapshot of the allocator's counters.
     pub fn stats(&self) -> Stats {
         let mut stats = Stats {
-            bytes_in_use: self.huge.bytes_in_use.load(Ordering::Relaxed),
-            bytes_mapped: self.huge.bytes_mapped.load(Ordering::Relaxed),
-            map_calls: self.huge.map_calls.load(Ordering::Relaxed),
-            unmap_calls: self.huge.unmap_calls.load(Ordering::Relaxed),
-            huge_blocks: self.huge.count.load(Ordering::Relaxed),
             heaps_adopted: self.adoptions.load(Ordering::Relaxed),
             ..Stats::default()
         };
-        stats.segments = stats.huge_blocks;
-        let shared = self.shared.load(Ordering::Acquire);
-        if !shared.is_null() {
-            // SAFETY: published shared counters live as long as `self`.
-            let shared = unsafe { &*shared };
+        if let Some(state) = self.mapped_state() {
+            let (huge, shared) = (&state.huge, &state.counters);
+            stats.bytes_in_use = huge.bytes_in_use.load(Ordering::Relaxed);
+            stats.bytes_mapped = huge.bytes_mapped.load(Ordering::Relaxed);
+            stats.map_calls = huge.map_calls.load(Ordering::Relaxed);
+            stats.unmap_calls = huge.unmap_calls.load(Ordering::Relaxed);
+            stats.remap_calls = huge.remap_calls.load(Ordering::Relaxed);
+            stats.bytes_requested = huge.bytes_requested.load(Ordering::Relaxed);
+            stats.huge_blocks = huge.count.load(Ordering::Relaxed);
+            stats.segments = stats.huge_blocks;
             stats.bytes_committed = shared.bytes_committed.load(Ordering::Relaxed);
             stats.peak_bytes_committed = shared.peak_bytes_committed.load(Ordering::Relaxed);
             stats.peak_bytes_mapped = shared.peak_bytes_mapped.load(Ordering::Relaxed);
+            let cache = &shared.huge_cache;
+            stats.huge_cached = cache.count.load(Ordering::Relaxed);
+            stats.huge_cache_hits = cache.hits.load(Ordering::Relaxed);
+            stats.bytes_mapped += cache.bytes.load(Ordering::Relaxed);
+            stats.unmap_calls += cache.unmap_calls.load(Ordering::Relaxed);
+            stats.segments += stats.huge_cached;
         }
-        for slot in &self.heaps {
+        for slot in self.heaps() {
             let heap = slot.load(Ordering::Acquire);
             if heap.is_null() {
                 continue;
@@ -757,10 +867,15 @@ impl<const N: usize> Rulloc<N> {
             let segments = counters.segments.load(Ordering::Relaxed);
             stats.heaps += 1;
             stats.bytes_in_use += counters.bytes_in_use.load(Ordering::Relaxed);
+            stats.bytes_requested += counters.large_requested.load(Ordering::Relaxed);
             // SAFETY: as above.
             let bucket_blocks = unsafe { &(*heap).bucket_blocks };
             for (blocks, &size) in bucket_blocks.iter().zip(&self.config.sizes) {
                 stats.bytes_in_use += blocks.load(Ordering::Relaxed) * size;
+            }
+            // SAFETY: as above.
+            for requested in unsafe { &(*heap).bucket_requested } {
+                stats.bytes_requested += requested.load(Ordering::Relaxed);
             }
             // SAFETY: as above; written once at creation.
             stats.bytes_mapped += segments * SEGMENT_SIZE + unsafe { (*heap).mapping_size };
@@ -784,7 +899,7 @@ impl<const N: usize> Rulloc<N> {
         for (bucket, &size) in buckets.iter_mut().zip(&self.config.sizes) {
             bucket.block_size = size;
         }
-        for slot in &self.heaps {
+        for slot in self.heaps() {
             let heap = slot.load(Ordering::Acquire);
             if heap.is_null() {
                 continue;
@@ -795,6 +910,7 @@ impl<const N: usize> Rulloc<N> {
             for (index, bucket) in buckets.iter_mut().enumerate() {
                 bucket.blocks_in_use += heap.bucket_blocks[index].load(Ordering::Relaxed);
                 bucket.regions += heap.bucket_regions[index].load(Ordering::Relaxed);
+                bucket.bytes_requested += heap.bucket_requested[index].load(Ordering::Relaxed);
             }
         }
         for bucket in &mut buckets {
@@ -803,45 +919,144 @@ impl<const N: usize> Rulloc<N> {
         buckets
     }
 
-    /// Call right before `fork()`: takes every lock, so that the child does
+    /// Takes every lock of this instance, so that a child process does
     /// not inherit one held by a thread that does not exist there.
+    ///
+    /// On Unix, Rulloc registers `pthread_atfork` handlers that do this
+    /// (and [`Rulloc::fork_parent`] / [`Rulloc::fork_child`]) for every live
+    /// instance around each `fork()`: call these yourself only around a
+    /// fork that bypasses `pthread_atfork` (a raw `clone` system call),
+    /// never in addition to the handlers.
     pub fn fork_prepare(&self) {
-        let mut mask = 0u64;
+        if let Some(state) = self.mapped_state() {
+            state.fork_prepare();
+        }
+    }
+
+    /// Releases, in the parent, what [`Rulloc::fork_prepare`] took.
+    pub fn fork_parent(&self) {
+        if let Some(state) = self.mapped_state() {
+            state.release_fork_locks();
+        }
+    }
+
+    /// Releases, in the child, what [`Rulloc::fork_prepare`] took (in the
+    /// child, the only thread is the one that forked).
+    pub fn fork_child(&self) {
+        if let Some(state) = self.mapped_state() {
+            state.release_fork_locks();
+        }
+    }
+}
+
+/// How [`Rulloc::publish_new_heap`] takes a new heap before publishing it.
+#[derive(Clone, Copy)]
+enum Take {
+    /// Bound to the calling thread for its lifetime.
+    Bind,
+    /// Locked for one operation.
+    Lock,
+}
+
+/// What [`Rulloc::publish_new_heap`] did.
+enum Publish<const N: usize> {
+    /// The new heap is in the slot, taken as asked.
+    Published(*mut Heap<N>),
+    /// Another thread published a heap in the slot first.
+    SlotTaken,
+    /// The OS refused memory for a heap.
+    NoMemory,
+}
+
+/// The part of an instance that must never move, mapped on its first
+/// allocation and unmapped when it is dropped:
+///
+/// ```text
+///   Rulloc<N> (may be moved)          InstanceState<N> (one mapping, fixed)
+///   +--------------------+           +-------------------------------+
+///   | config, id, ...    |           | fork_entry ──▶ fork registry  |
+///   | state ─────────────┼──────────▶| heaps[64] ──▶ Heap, Heap, ... |
+///   +--------------------+           | huge list, shared counters    |
+///                                    | fork_locked[64]               |
+///                                    +-------------------------------+
+/// ```
+///
+/// A `Rulloc` value is free to move (nothing points at it), but segments
+/// point at their heaps, huge blocks at the counters, and the process's
+/// fork handlers at this state, so those live here.
+#[repr(C)]
+struct InstanceState<const N: usize> {
+    /// First field: the fork handlers get its address and cast it back.
+    fork_entry: fork::Entry,
+    heaps: [AtomicPtr<Heap<N>>; MAX_HEAPS],
+    huge: HugeList,
+    /// Counters shared by the heaps and the huge list (peaks, gauges).
+    counters: SharedCounters,
+    /// Which heaps [`InstanceState::fork_prepare`] locked.
+    fork_locked: [AtomicBool; MAX_HEAPS],
+}
+
+impl<const N: usize> InstanceState<N> {
+    fn new() -> Self {
+        Self {
+            fork_entry: fork::Entry::new(
+                Self::fork_prepare_entry,
+                Self::fork_release_entry,
+                Self::fork_release_entry,
+            ),
+            heaps: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_HEAPS],
+            huge: HugeList::new(),
+            counters: SharedCounters::default(),
+            fork_locked: [const { AtomicBool::new(false) }; MAX_HEAPS],
+        }
+    }
+
+    /// Bytes of the mapping that holds the state.
+    fn mapping_size() -> usize {
+        segment::round_up(core::mem::size_of::<Self>(), platform::page_size())
+    }
+
+    /// Locks every heap that no thread is bound to, then the huge list.
+    fn fork_prepare(&self) {
         for (index, slot) in self.heaps.iter().enumerate() {
             let heap = slot.load(Ordering::Acquire);
             // Bound heaps belong to their threads; a child never touches
-            // the bound heaps of threads that do not exist in it.
-            // SAFETY: published heaps live as long as `self`.
-            if !heap.is_null() && unsafe { (*heap).lock().lock_unless_bound() } {
-                mask |= 1 << index;
-            }
+            // the bound heaps of threads that do not exist in it (their
+            // blocks are freed with the lock-free remote path).
+            // SAFETY: published heaps live as long as the state.
+            let locked = !heap.is_null() && unsafe { (*heap).lock().lock_unless_bound() };
+            self.fork_locked[index].store(locked, Ordering::Relaxed);
         }
         self.huge.lock().lock();
-        self.fork_locked.store(mask, Ordering::Relaxed);
+        self.counters.huge_cache.lock().lock();
     }
 
-    /// Call in the parent after `fork()`: releases what
-    /// [`Rulloc::fork_prepare`] took.
-    pub fn fork_parent(&self) {
-        self.release_fork_locks();
-    }
-
-    /// Call in the child after `fork()`: releases what
-    /// [`Rulloc::fork_prepare`] took (in the child, the only thread is the
-    /// one that forked).
-    pub fn fork_child(&self) {
-        self.release_fork_locks();
-    }
-
+    /// Releases what [`InstanceState::fork_prepare`] took.
     fn release_fork_locks(&self) {
-        let mask = self.fork_locked.swap(0, Ordering::Relaxed);
+        self.counters.huge_cache.lock().force_unlock();
         self.huge.lock().force_unlock();
         for (index, slot) in self.heaps.iter().enumerate() {
-            if mask & (1 << index) != 0 {
+            if self.fork_locked[index].swap(false, Ordering::Relaxed) {
                 // SAFETY: the heap was published before prepare locked it.
                 unsafe { (*slot.load(Ordering::Acquire)).lock().force_unlock() };
             }
         }
+    }
+
+    /// # Safety
+    ///
+    /// `entry` is the `fork_entry` of a live `InstanceState<N>`.
+    unsafe fn fork_prepare_entry(entry: *const fork::Entry) {
+        // SAFETY: `fork_entry` is the first field of a `repr(C)` state.
+        unsafe { (*entry.cast::<Self>()).fork_prepare() }
+    }
+
+    /// # Safety
+    ///
+    /// As [`InstanceState::fork_prepare_entry`].
+    unsafe fn fork_release_entry(entry: *const fork::Entry) {
+        // SAFETY: as in `fork_prepare_entry`.
+        unsafe { (*entry.cast::<Self>()).release_fork_locks() }
     }
 }
 
@@ -904,7 +1119,18 @@ impl<const N: usize> Drop for Rulloc<N> {
     /// instance become invalid (the borrow checker already prevents using
     /// them through `&Rulloc` collections).
     fn drop(&mut self) {
-        for slot in &self.heaps {
+        let Some(mut mapping) = NonNull::new(self.state.swap(ptr::null_mut(), Ordering::Acquire))
+        else {
+            return;
+        };
+        // SAFETY: mapped by `map_state`; `&mut self`: no allocation is in
+        // flight. Unregistered first, so no fork handler walks the heaps
+        // while they go, and then ours alone.
+        let state = unsafe {
+            fork::unregister(&mapping.as_ref().fork_entry);
+            mapping.as_mut()
+        };
+        for slot in &state.heaps {
             let heap = slot.swap(ptr::null_mut(), Ordering::Acquire);
             if heap.is_null() {
                 continue;
@@ -923,13 +1149,16 @@ impl<const N: usize> Drop for Rulloc<N> {
             // that thread's exit hook (which then touches nothing else).
             unsafe { Heap::destroy(heap, !(*heap).lock().orphan_if_bound()) };
         }
-        self.huge.release_all();
-        let shared = self.shared.swap(ptr::null_mut(), Ordering::Acquire);
-        if let Some(shared) = NonNull::new(shared) {
-            let page = platform::page_size();
-            // SAFETY: no heap or huge block refers to the counters any more.
-            unsafe { platform::unmap(shared.cast(), page, page) };
-        }
+        state.huge.release_all();
+        state.counters.huge_cache.release_all(&state.counters);
+        // SAFETY: no heap or huge block refers to the state any more.
+        unsafe {
+            platform::unmap(
+                mapping.cast(),
+                InstanceState::<N>::mapping_size(),
+                platform::page_size(),
+            )
+        };
     }
 }
 
@@ -1252,8 +1481,9 @@ mod tests {
                 }
             });
         });
-        assert_eq!(a.stats().remote_frees, count);
         a.collect();
+        // Counted by the owner as it takes them back.
+        assert_eq!(a.stats().remote_frees, count);
         assert_eq!(a.stats().bytes_in_use, 0);
         // Regions parked as full came back through the delayed stack.
         let bucket = DEFAULT_BUCKET_SIZES.iter().position(|&s| s == 48).unwrap();
@@ -1311,6 +1541,110 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The fork handlers reach an instance through its state mapping,
+    /// not its address: one moved after its first allocation, and one
+    /// dropped before the fork, leave the registry sound, and the child
+    /// allocates small and huge blocks from the moved one.
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn instances_moved_or_dropped_stay_fork_safe() {
+        let before_move = Rulloc::new();
+        let kept = before_move.allocate_bytes(64, 8);
+        let moved = std::boxed::Box::new(before_move);
+        let dropped = Rulloc::new();
+        // SAFETY: a fresh block, freed at once.
+        unsafe { dropped.deallocate_bytes(dropped.allocate_bytes(8 << 20, 8)) };
+        drop(dropped);
+        // SAFETY: the child only allocates through `moved` and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let small = moved.allocate_bytes(100, 8);
+            let huge = moved.allocate_bytes(8 << 20, 8);
+            let ok = !small.is_null() && !huge.is_null();
+            // SAFETY: live blocks of `moved`.
+            unsafe {
+                moved.deallocate_bytes(small);
+                moved.deallocate_bytes(huge);
+                moved.deallocate_bytes(kept);
+                libc::_exit(if ok { 0 } else { 1 });
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        // SAFETY: live block of `moved`.
+        unsafe { moved.deallocate_bytes(kept) };
+    }
+
+    /// A purge followed at once by a need for the purged pages doubles the
+    /// heap's purge delay; a second of calm undoes it.
+    #[test]
+    #[cfg_attr(miri, ignore)] // depends on wall-clock delays
+    fn premature_purges_back_off_and_recover() {
+        use std::thread::sleep;
+        use std::time::Duration;
+        let a = Rulloc::new();
+        a.set_purge_delay_ms(5);
+        let mib = 1 << 20;
+        // Three 1 MiB spans side by side in a fresh segment.
+        let [first, second, third] = [0; 3].map(|_| a.allocate_bytes(mib, 8));
+        let heap = owner_of::<DEFAULT_BUCKET_COUNT>(segment_of(first));
+        // SAFETY: live blocks of `a`, each freed once; the heap is used by
+        // this thread only.
+        unsafe {
+            a.deallocate_bytes(first);
+            sleep(Duration::from_millis(20));
+            // Freeing the third runs the due purge of the first's span.
+            a.deallocate_bytes(third);
+            assert!(a.stats().purge_calls >= 1);
+            assert_eq!((*heap).purge_backoff(), 0);
+            // The best fit for 1 MiB is the first's purged span: needed
+            // right after its purge, so the delay backs off.
+            let again = a.allocate_bytes(mib, 8);
+            assert_eq!(again, first);
+            assert_eq!((*heap).purge_backoff(), 1);
+            // A calm second later, the next purge undoes the step.
+            a.deallocate_bytes(again);
+            sleep(Duration::from_millis(1100));
+            a.deallocate_bytes(a.allocate_bytes(2 * mib, 8));
+            assert_eq!((*heap).purge_backoff(), 0);
+            a.deallocate_bytes(second);
+        }
+    }
+
+    /// `bytes_requested` adds up the sizes asked for, on every path, and
+    /// per bucket; an `mremap` resize is counted as a remap call.
+    #[test]
+    fn requested_bytes_and_remaps_are_counted() {
+        let a = Rulloc::new();
+        let sizes = [20, 1000, 300 << 10, 5 << 20];
+        let blocks = sizes.map(|size| a.allocate_bytes(size, 8));
+        assert_eq!(a.stats().bytes_requested, sizes.iter().sum::<usize>());
+        let bucket = DEFAULT_BUCKET_SIZES.iter().position(|&s| s == 24).unwrap();
+        assert_eq!(a.bucket_stats()[bucket].bytes_requested, 20);
+        assert_eq!(a.bucket_stats()[bucket].bytes_in_use, 24);
+        // SAFETY: live blocks of `a`, each freed once.
+        unsafe {
+            // Shrinking a mapping in place always works (growing depends
+            // on what lies after it); to 2.25 MiB, under half of it, so the
+            // mapping does shrink.
+            let shrunk = a.reallocate_bytes(blocks[3], 9 << 18, 8);
+            assert!(!shrunk.is_null());
+            if cfg!(all(target_os = "linux", not(miri))) {
+                assert_eq!(shrunk, blocks[3], "mremap shrinks in place");
+                assert_eq!(a.stats().remap_calls, 1);
+            }
+            for block in &blocks[..3] {
+                a.deallocate_bytes(*block);
+            }
+            a.deallocate_bytes(shrunk);
+        }
+        // Cumulative: frees do not lower it.
+        assert_eq!(a.stats().bytes_requested, sizes.iter().sum::<usize>());
     }
 
     #[test]

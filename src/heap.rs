@@ -3,20 +3,29 @@
 //!
 //! ```text
 //!   Rulloc ── heaps[0..MAX_HEAPS] ──▶ Heap (mapped on first use, never moves)
-//!                                     ├─ lock         (owner = whoever holds it)
-//!                                     ├─ delayed      regions that were full and got a remote free
-//!                                     ├─ counters     read by Rulloc::stats()
+//!                                     ├─ lock         FREE / LOCKED / BOUND (one owner)
+//!                                     ├─ delayed      blocks freed remotely into regions parked full
+//!                                     ├─ (line break: the above is what other threads touch)
+//!                                     ├─ counters     owner-written, read by Rulloc::stats()
 //!                                     └─ local (only under the lock)
 //!                                        ├─ buckets[0..N]   queue + full list each
-//!                                        └─ spans           free slots of this heap's segments
+//!                                        ├─ spans           free slots of this heap's segments
+//!                                        └─ purge clock     next purge, backoff
 //! ```
 //!
-//! Threads spread over heaps (the seed's TODO option 2, "fixed number of
-//! allocators and load distribution"): each thread remembers a heap index
-//! and *tries* its lock; if another thread holds it, it tries the others and
-//! creates a new heap before ever waiting. The fast paths are therefore a
-//! thread-local read, one uncontended atomic swap, a pop or push on a region
-//! free list, and a release store.
+//! A thread normally *binds* one heap for its whole life (see
+//! [`crate::binding`]): the lock stays BOUND and the owner allocates and
+//! frees with no atomic read-modify-write at all. Threads without a bound
+//! heap (other instances, beyond [`crate::allocator::MAX_HEAPS`]) spread
+//! over the unbound heaps (the seed's TODO option 2): each remembers a heap
+//! index and *tries* its lock, trying the others and creating a new heap
+//! before it ever waits.
+//!
+//! Purging: a freed span's pages are given back to the OS once it has been
+//! free for the purge delay. The delay a heap uses adapts: when the heap
+//! needs non-resident pages right after a purge (the purge only bought page
+//! faults), it doubles, up to 64 times the configured delay, and each calm
+//! second halves it again (see [`Heap::note_clean_span`]).
 //!
 //! A block freed by a thread that cannot take the owner heap's lock goes on
 //! its region's `thread_free` list with one CAS (see [`crate::region`]); no
@@ -30,7 +39,9 @@
 //! * A block on the delayed stack still counts as used in its region, so a
 //!   region is never retired while one of its blocks waits there.
 //! * Counters are written only by the lock holder (a relaxed load and store,
-//!   not a read-modify-write), except `remote_frees`.
+//!   not a read-modify-write); remote frees are counted when the owner
+//!   collects them, so a freeing thread writes nothing of the heap's but
+//!   the delayed stack (and only for a region parked full).
 
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use core::cell::UnsafeCell;
@@ -38,6 +49,7 @@ use core::mem::size_of;
 use core::ptr::{self, NonNull};
 
 use crate::bucket::{list_push_front, list_remove, Bucket, Config};
+use crate::large::HugeCache;
 use crate::misuse;
 use crate::platform;
 use crate::region::{DelayedStack, Region, RegionKind};
@@ -45,8 +57,9 @@ use crate::segment::{self, round_up, SpanEvents, SpanPool, SEGMENT_SIZE, SLOT_SI
 use crate::sync::SpinLock;
 
 /// Counters an allocator instance shares between its heaps: what only a
-/// total can say (peaks). Lives in a page of its own, mapped on first use,
-/// so heaps can point at it while the `Rulloc` value itself moves.
+/// total can say (peaks), and the huge-block cache, which heaps purge on
+/// their slow paths. Lives in a page of its own, mapped on first use, so
+/// heaps can point at it while the `Rulloc` value itself moves.
 #[derive(Default)]
 pub(crate) struct SharedCounters {
     pub(crate) bytes_mapped: AtomicUsize,
@@ -54,7 +67,12 @@ pub(crate) struct SharedCounters {
     /// Bytes of live regions and huge blocks (what can be resident).
     pub(crate) bytes_committed: AtomicUsize,
     pub(crate) peak_bytes_committed: AtomicUsize,
+    /// Freed huge mappings kept for reuse (see [`crate::large`]).
+    pub(crate) huge_cache: HugeCache,
 }
+
+// The shared page is one page of the smallest supported size.
+const _: () = assert!(size_of::<SharedCounters>() <= 4096);
 
 impl SharedCounters {
     /// Adds `delta` to a gauge and raises its peak (slow paths only).
@@ -73,6 +91,8 @@ impl SharedCounters {
 pub(crate) struct HeapCounters {
     /// Bytes in large blocks (small blocks are counted per bucket).
     pub(crate) bytes_in_use: AtomicUsize,
+    /// Bytes asked for in large blocks, so far.
+    pub(crate) large_requested: AtomicUsize,
     pub(crate) regions: AtomicUsize,
     pub(crate) segments: AtomicUsize,
     pub(crate) map_calls: AtomicUsize,
@@ -82,6 +102,15 @@ pub(crate) struct HeapCounters {
     pub(crate) purged_bytes: AtomicUsize,
     /// Times this heap was left by an exiting thread.
     pub(crate) abandoned: AtomicUsize,
+}
+
+/// Stops the process: `block` was freed twice. Returns in type only (it
+/// never does), so that callers can reach it with a jump instead of a call
+/// and keep their fast paths frameless.
+#[cold]
+#[inline(never)]
+fn report_double_free(block: *mut u8) {
+    misuse::fatal("double free of", block);
 }
 
 /// Adds to a counter only the lock holder writes: a plain load and store.
@@ -108,7 +137,28 @@ struct HeapLocal<const N: usize> {
     spans: SpanPool,
     /// When the next dirty free span is due for purging (ms; 0: none).
     next_purge_at: u64,
+    /// The purge delay in use is the configured one times
+    /// `2^purge_backoff`: see [`Heap::note_clean_span`].
+    purge_backoff: u32,
+    /// When pages were last purged or a segment unmapped (ms; 0: never).
+    last_purge_at: u64,
+    /// When `purge_backoff` last changed (ms).
+    backoff_changed_at: u64,
 }
+
+/// The largest [`HeapLocal::purge_backoff`]: the default 10 ms delay grows
+/// to at most 640 ms for a program whose memory use swings back and forth.
+const MAX_PURGE_BACKOFF: u32 = 6;
+
+/// A backoff step is undone after this long without a premature purge.
+const BACKOFF_DECAY_MS: u64 = 1000;
+
+/// A zero-size field aligned to two cache lines (the unit adjacent-line
+/// prefetchers move): in a `repr(C)` struct the next field starts on a
+/// fresh pair of lines.
+#[repr(align(128))]
+#[derive(Default)]
+struct LineBreak;
 
 /// The first, non-generic part of every heap: what a thread-exit hook needs
 /// without knowing the heap's bucket count.
@@ -127,11 +177,18 @@ pub(crate) struct Heap<const N: usize> {
     pub(crate) header: HeapHeader,
     /// How long (ms) free pages stay dirty before they are purged.
     pub(crate) purge_delay_ms: AtomicUsize,
-    /// Regions pushed by remote frees that found them [`crate::region::FULL`].
+    /// Blocks pushed by remote frees that found their region
+    /// [`crate::region::FULL`].
     delayed: DelayedStack,
+    /// Ends the cache lines other threads touch (`header.lock`, read by
+    /// every remote free, and `delayed`): what follows is written by the
+    /// owner on every allocation and must not share a line with them.
+    _line_break: LineBreak,
     pub(crate) counters: HeapCounters,
     /// Blocks in use per bucket, and regions per bucket (owner-written).
     pub(crate) bucket_blocks: [AtomicUsize; N],
+    /// Bytes asked for per bucket, so far (owner-written).
+    pub(crate) bucket_requested: [AtomicUsize; N],
     pub(crate) bucket_regions: [AtomicUsize; N],
     /// The instance's shared counters (peaks).
     shared: *const SharedCounters,
@@ -179,8 +236,10 @@ impl<const N: usize> Heap<N> {
                 },
                 purge_delay_ms: AtomicUsize::new(purge_delay_ms),
                 delayed: DelayedStack::new(),
+                _line_break: LineBreak,
                 counters: HeapCounters::default(),
                 bucket_blocks: [const { AtomicUsize::new(0) }; N],
+                bucket_requested: [const { AtomicUsize::new(0) }; N],
                 bucket_regions: [const { AtomicUsize::new(0) }; N],
                 shared,
                 mapping_size,
@@ -188,6 +247,9 @@ impl<const N: usize> Heap<N> {
                     buckets,
                     spans,
                     next_purge_at: 0,
+                    purge_backoff: 0,
+                    last_purge_at: 0,
+                    backoff_changed_at: 0,
                 }),
             });
             bump(&(*heap).counters.map_calls, 1);
@@ -229,6 +291,11 @@ impl<const N: usize> Heap<N> {
         unsafe {
             let heap = &*header.cast::<Heap<N>>();
             heap.collect();
+            // A thread's exit is when the allocator gives back what is
+            // free (a program whose threads are done may make no call that
+            // would purge the cache later).
+            let shared = &*heap.shared;
+            shared.huge_cache.release_all(shared);
             heap.counters.abandoned.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -263,13 +330,14 @@ impl<const N: usize> Heap<N> {
         self.local.get()
     }
 
-    /// Allocates a block from `bucket`: the fast path.
+    /// Allocates a block from `bucket` for a request of `size` bytes: the
+    /// fast path.
     ///
     /// # Safety
     ///
     /// The caller holds `self.lock`; `bucket < N`.
     #[inline(always)]
-    pub(crate) unsafe fn alloc_small(&self, bucket: usize) -> *mut u8 {
+    pub(crate) unsafe fn alloc_small(&self, bucket: usize, size: usize) -> *mut u8 {
         // SAFETY: lock held; bucket in range.
         unsafe {
             let region = (*self.local()).buckets.get_unchecked(bucket).queue;
@@ -277,10 +345,11 @@ impl<const N: usize> Heap<N> {
                 let block = Region::pop(region);
                 if !block.is_null() {
                     bump(self.bucket_blocks.get_unchecked(bucket), 1);
+                    bump(self.bucket_requested.get_unchecked(bucket), size);
                     return block;
                 }
             }
-            self.alloc_small_slow(bucket)
+            self.alloc_small_slow(bucket, size)
         }
     }
 
@@ -291,7 +360,7 @@ impl<const N: usize> Heap<N> {
     ///
     /// As for [`Heap::alloc_small`].
     #[cold]
-    unsafe fn alloc_small_slow(&self, bucket: usize) -> *mut u8 {
+    unsafe fn alloc_small_slow(&self, bucket: usize, size: usize) -> *mut u8 {
         // SAFETY: lock held; every region on our lists is ours.
         unsafe {
             self.process_delayed();
@@ -305,16 +374,14 @@ impl<const N: usize> Heap<N> {
                         return ptr::null_mut();
                     }
                 }
-                let collected = Region::collect(region);
-                if collected > 0 {
-                    drop_by(&self.bucket_blocks[bucket], collected as usize);
-                }
+                self.collect_remote_frees(region, bucket);
                 if (*region).free.is_null() {
                     Region::extend(region);
                 }
                 let block = Region::pop(region);
                 if !block.is_null() {
                     bump(&self.bucket_blocks[bucket], 1);
+                    bump(&self.bucket_requested[bucket], size);
                     return block;
                 }
                 if crate::block::SECURE && !(*region).free.is_null() {
@@ -366,7 +433,57 @@ impl<const N: usize> Heap<N> {
         // SAFETY: lock held.
         let span = unsafe { (*self.local()).spans.alloc(slots, &mut events) };
         self.record(&events);
+        if events.took_clean && !span.is_null() {
+            // SAFETY: lock held.
+            unsafe { self.note_clean_span() };
+        }
         span
+    }
+
+    /// Adapts the purge delay to the program: the heap needed pages that
+    /// are not resident (a purged span, or a new segment). If that comes
+    /// soon after a purge, the purge only bought page faults: the delay
+    /// doubles (up to [`MAX_PURGE_BACKOFF`] steps). Each step is undone
+    /// after [`BACKOFF_DECAY_MS`] without such a miss (see [`Heap::purge`]),
+    /// so a program that settles gives memory back at the configured pace
+    /// again.
+    ///
+    /// # Safety
+    ///
+    /// Lock held.
+    unsafe fn note_clean_span(&self) {
+        // SAFETY: lock held.
+        unsafe {
+            let local = self.local();
+            let last_purge = (*local).last_purge_at;
+            if last_purge == 0 || (*local).purge_backoff >= MAX_PURGE_BACKOFF {
+                return;
+            }
+            let now = platform::now_ms();
+            if now.saturating_sub(last_purge) < 2 * self.purge_delay() {
+                (*local).purge_backoff += 1;
+                (*local).backoff_changed_at = now;
+                // Due purges wait for the longer delay.
+                if (*local).next_purge_at != 0 {
+                    (*local).next_purge_at = now.saturating_add(self.purge_delay()).max(1);
+                }
+            }
+        }
+    }
+
+    /// How many times the purge delay is doubled right now (tests).
+    #[cfg(test)]
+    pub(crate) fn purge_backoff(&self) -> u32 {
+        // SAFETY: tests call this while no other thread uses the heap.
+        unsafe { (*self.local()).purge_backoff }
+    }
+
+    /// The purge delay in use: the configured one, backed off.
+    fn purge_delay(&self) -> u64 {
+        let configured = self.purge_delay_ms.load(Ordering::Relaxed) as u64;
+        // SAFETY: only the lock holder calls this (every caller holds it).
+        let backoff = unsafe { (*self.local()).purge_backoff };
+        configured << backoff
     }
 
     /// Gives a span back to the pool, recording any released segment, and
@@ -382,7 +499,7 @@ impl<const N: usize> Heap<N> {
         unsafe {
             (*self.local()).spans.free(span, now, &mut events);
             self.record(&events);
-            let delay = self.purge_delay_ms.load(Ordering::Relaxed) as u64;
+            let delay = self.purge_delay();
             let local = self.local();
             if delay == 0 || (*local).next_purge_at == 0 {
                 (*local).next_purge_at = now.saturating_add(delay).max(1);
@@ -391,23 +508,28 @@ impl<const N: usize> Heap<N> {
         }
     }
 
-    /// Purges dirty free spans whose delay ran out, if any are due.
+    /// Purges dirty free spans whose delay ran out, if any are due, and
+    /// the instance's huge cache likewise (so that its pages go back after
+    /// the delay even if no huge call comes).
     ///
     /// # Safety
     ///
     /// Lock held.
     unsafe fn purge_if_due(&self) {
-        // SAFETY: lock held.
+        // SAFETY: lock held; the shared counters outlive every heap.
         unsafe {
             let local = self.local();
             let due = (*local).next_purge_at;
-            if due == 0 {
+            let shared = &*self.shared;
+            if due == 0 && !shared.huge_cache.pending() {
                 return;
             }
             let now = platform::now_ms();
-            if now >= due {
-                self.purge(now, self.purge_delay_ms.load(Ordering::Relaxed) as u64);
+            let delay = self.purge_delay();
+            if due != 0 && now >= due {
+                self.purge(now, delay);
             }
+            shared.huge_cache.purge_if_due(shared, now, delay);
         }
     }
 
@@ -425,6 +547,19 @@ impl<const N: usize> Heap<N> {
                 .spans
                 .purge_expired(now, delay, &mut events)
                 .unwrap_or(0);
+            // `now == u64::MAX`: purge everything (collect, thread exit),
+            // which says nothing about the program's rhythm.
+            if now != u64::MAX {
+                if events.purges > 0 || events.unmapped > 0 {
+                    (*local).last_purge_at = now;
+                }
+                if (*local).purge_backoff > 0
+                    && now.saturating_sub((*local).backoff_changed_at) >= BACKOFF_DECAY_MS
+                {
+                    (*local).purge_backoff -= 1;
+                    (*local).backoff_changed_at = now;
+                }
+            }
         }
         self.record(&events);
     }
@@ -466,6 +601,7 @@ impl<const N: usize> Heap<N> {
             Region::init_large(region, start, slots * SLOT_SIZE);
             bump(&self.counters.regions, 1);
             self.commit(slots * SLOT_SIZE);
+            bump(&self.counters.large_requested, size);
             bump(&self.counters.bytes_in_use, slots * SLOT_SIZE);
             start
         }
@@ -486,8 +622,10 @@ impl<const N: usize> Heap<N> {
                     Region::release_live(region, block, "free of invalid pointer");
                 } else if block.cast() == (*region).free {
                     // Cheap double-free check: the block was just freed (it
-                    // heads the free list).
-                    misuse::fatal("double free of", block);
+                    // heads the free list). A tail call, so the free needs
+                    // no stack frame.
+                    report_double_free(block);
+                    return;
                 }
                 self.free_small(region, block);
             } else {
@@ -545,12 +683,14 @@ impl<const N: usize> Heap<N> {
     }
 
     /// [`Heap::free_owned`] of anything but a small block: a large block,
-    /// or a pointer that is not a block at all.
+    /// or a pointer that is not a block at all. Out of line, so the
+    /// small-block free needs no stack frame.
     ///
     /// # Safety
     ///
     /// As for [`Heap::free_owned`]; `region` is not a small region.
-    #[inline(always)]
+    #[cold]
+    #[inline(never)]
     unsafe fn free_large(&self, region: *mut Region, block: *mut u8) {
         // SAFETY: lock held; region is ours.
         unsafe {
@@ -648,10 +788,21 @@ impl<const N: usize> Heap<N> {
         unsafe { self.delayed.push(block) }
     }
 
-    /// Counts a free that went through `thread_free`.
+    /// Takes back the blocks other threads freed into `region` (of
+    /// `bucket`) and counts them: remote frees are counted here, by the
+    /// owner, so that the freeing thread writes nothing of the heap's.
+    ///
+    /// # Safety
+    ///
+    /// Lock held; `region` is a small region of ours serving `bucket`.
     #[inline]
-    pub(crate) fn count_remote_free(&self) {
-        self.counters.remote_frees.fetch_add(1, Ordering::Relaxed);
+    unsafe fn collect_remote_frees(&self, region: *mut Region, bucket: usize) {
+        // SAFETY: forwarded from the caller.
+        let collected = unsafe { Region::collect(region) } as usize;
+        if collected > 0 {
+            drop_by(&self.bucket_blocks[bucket], collected);
+            bump(&self.counters.remote_frees, collected);
+        }
     }
 
     /// Frees, as the owner, every block other threads freed into regions
@@ -670,6 +821,7 @@ impl<const N: usize> Heap<N> {
                 let next = DelayedStack::next(block);
                 let block_ptr = block.cast::<u8>();
                 let region = segment::region_of(segment::segment_of(block_ptr), block_ptr);
+                bump(&self.counters.remote_frees, 1);
                 if crate::block::SECURE && (*region).kind == RegionKind::Small {
                     // Remote frees leave the live bit to the owner.
                     Region::release_live(region, block_ptr, "free of invalid pointer");
@@ -748,8 +900,7 @@ impl<const N: usize> Heap<N> {
                 let mut region = (*local).buckets[bucket].queue;
                 while !region.is_null() {
                     let next = (*region).next;
-                    let collected = Region::collect(region);
-                    drop_by(&self.bucket_blocks[bucket], collected as usize);
+                    self.collect_remote_frees(region, bucket);
                     if (*region).used == 0 {
                         list_remove(&mut (*local).buckets[bucket].queue, region);
                         self.retire_small(region);

@@ -23,16 +23,90 @@
 //!                                              (block - 1) & !MASK = base
 //! ```
 //!
-//! Huge blocks are unmapped as soon as they are freed, and `realloc` of a
-//! huge block resizes the mapping where it stands (`mremap` on Linux)
-//! before it ever copies.
+//! `realloc` of a huge block resizes the mapping where it stands (`mremap`
+//! on Linux) before it ever copies.
 //!
-//! Invariants: every live huge segment is on the allocator's huge list
-//! (under its lock), so dropping the allocator unmaps them all.
+//! ## The huge-block cache
+//!
+//! Mapping a fresh huge block costs an `mmap` and then a page fault (and
+//! the kernel zeroing a page) for every page the program touches; freeing
+//! it costs an `munmap`. A program that replaces multi-MiB buffers in a
+//! loop pays all of it every time. So a freed huge mapping is not unmapped
+//! at once: it goes into a [`HugeCache`], a few recently freed mappings
+//! whose pages are still resident, and the next huge request that fits
+//! takes the best fitting one back:
+//!
+//! ```text
+//!   SharedCounters page (one per instance; heaps point at it too)
+//!   +------------------------------------------------------------------+
+//!   | huge_cache: lock, entries[0..len] oldest first, next_purge_at    |
+//!   +------------------------------------------------------------------+
+//!        |            |            |
+//!        v            v            v
+//!   +--------+---+ +--------+-------+ +--------+--------+  freed mappings,
+//!   | header |   | | header |       | | header |        |  headers still at
+//!   | freed_at   | | freed_at       | | freed_at        |  their base
+//!   +--------+---+ +--------+-------+ +--------+--------+
+//!
+//!   alloc(total bytes needed)
+//!     best fit: the smallest entry with mapping_size >= total
+//!       mapping_size <= 4 x total ...... take it whole (no system call)
+//!     none (or only larger ones) ........ map a fresh one
+//!
+//!   free: the mapping joins the cache (evicting the oldest entries to
+//!         stay under HUGE_CACHE_ENTRIES and the byte cap); it is unmapped
+//!         at once instead if the purge delay is 0 or it alone exceeds
+//!         a quarter of the cap
+//!   purge delay after its free (checked on huge alloc/free and on every
+//!         heap's slow-path purge check): unmapped
+//!   Rulloc::collect, a thread's exit, dropping the Rulloc: all unmapped
+//! ```
+//!
+//! The cache lives in the instance's [`SharedCounters`] page, not in the
+//! `Rulloc` value, because heaps must reach it to purge it on their slow
+//! paths (a program that stops making huge requests still gets its pages
+//! back after the delay) and a `Rulloc` value may move.
+//!
+//! Bounds: at most [`HUGE_CACHE_ENTRIES`] mappings and at most
+//! `cap = max(HUGE_CACHE_MIN_BYTES, peak committed / HUGE_CACHE_PEAK_DIVISOR)`
+//! bytes, each entry at most `cap / HUGE_CACHE_ENTRY_DIVISOR`. The floor (64 MiB, twice the 8 empty segments every heap keeps)
+//! lets a small program churn a few multi-MiB buffers; the fraction of the
+//! peak lets a program that already had GiBs live cache its larger buffers
+//! while bounding the extra footprint to a quarter of a peak it already
+//! reached, and only for the purge delay. Peers keep far more (mimalloc and
+//! jemalloc keep every freed page until their decay).
+//!
+//! A request served from a larger entry keeps the whole mapping (its
+//! usable size says so) until it is freed: up to 4x its need stays
+//! resident while it lives, the price of not faulting pages in again (see
+//! [`HUGE_WHOLE_FACTOR`]).
+//!
+//! Statistics: a cached mapping counts as *mapped* but not *committed*
+//! (like the heaps' free spans and cached segments: its pages go back after
+//! the delay), nor as a live huge block; `Stats::huge_cached` counts them
+//! and `Stats::huge_cache_hits` counts reuses.
+//!
+//! Zeroed requests: a cached mapping was written by its previous owner, so
+//! a zeroed request served from the cache is `memset` (only the requested
+//! bytes); a fresh mapping is zero already.
+//!
+//! Invariants:
+//!
+//! * Every live huge segment is on the allocator's huge list (under its
+//!   lock), so dropping the allocator unmaps them all; every cached one is
+//!   in the cache (under the cache's lock), never both.
+//! * A cached segment's header is at its mapping's base (`mapping ==
+//!   segment`), so any later request with `align <= SEGMENT_SIZE` can
+//!   place its block in it; its `huge_offset` is 0 and its bit in the
+//!   misuse map is clear, so a second free of the old block is caught
+//!   ("free of invalid pointer") instead of caching the mapping twice.
+//! * The cache's lock is never held together with the huge list's lock,
+//!   and never across a system call; lock order: heap, huge list, cache
+//!   ([`crate::Rulloc::fork_prepare`] takes them in that order).
 
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use crate::heap::SharedCounters;
 
@@ -42,17 +116,49 @@ pub(crate) use crate::segment::LARGE_MAX_SIZE;
 use crate::segment::{self, round_up, Segment, SegmentKind, SEGMENT_SIZE};
 use crate::sync::SpinLock;
 
+/// Most freed huge mappings the cache keeps: a program replacing a handful
+/// of big buffers in turn finds one of the right size; a search over this
+/// many entries under the lock costs nothing next to a system call.
+pub(crate) const HUGE_CACHE_ENTRIES: usize = 8;
+/// The cache may always hold this many bytes (64 MiB: twice the 8 empty
+/// segments each heap keeps), whatever the program's peak.
+pub(crate) const HUGE_CACHE_MIN_BYTES: usize = 64 << 20;
+/// Above the floor, the cache may hold this fraction of the instance's
+/// peak committed bytes: the extra footprint stays a quarter of a size the
+/// program already reached.
+pub(crate) const HUGE_CACHE_PEAK_DIVISOR: usize = 4;
+/// One entry may take at most this fraction of the cap (16 MiB under the
+/// floor): the cache is for buffers a program replaces again and again,
+/// not for a one-off giant one (a `Vec`'s 63 MiB buffer in the bench's
+/// `waves` stayed resident after the program went quiet, with no slow path
+/// left to purge it).
+pub(crate) const HUGE_CACHE_ENTRY_DIVISOR: usize = 4;
+/// A cached mapping serves a request that needs at least 1/this of it, and
+/// is handed out whole: its pages are resident, and unmapping a tail to
+/// fit the request would make the next larger request fault it all in
+/// again. Measured on malloc-large (2500 replacements of 16 blocks of
+/// 64 KiB..8 MiB, page faults being the cost on the test VM): trimming
+/// tails beyond 1/8 of waste took 2-5 s, factor 2 without trimming
+/// 0.6-1.2 s, factor 4 0.2-0.4 s. The price: a block may hold up to 4x
+/// its size of resident mapping while it lives (see the module docs).
+const HUGE_WHOLE_FACTOR: usize = 4;
+
 /// The allocator's list of live huge blocks, and their counters.
 pub(crate) struct HugeList {
     lock: SpinLock,
     head: UnsafeCell<*mut Segment>,
     pub(crate) bytes_in_use: AtomicUsize,
+    /// Bytes mapped by live huge blocks (cached ones are the cache's).
     pub(crate) bytes_mapped: AtomicUsize,
     pub(crate) count: AtomicUsize,
     pub(crate) map_calls: AtomicUsize,
     pub(crate) unmap_calls: AtomicUsize,
-    /// The instance's shared counters (peaks), set before the first huge
-    /// block is mapped.
+    /// Resizes in place by the OS (`mremap`).
+    pub(crate) remap_calls: AtomicUsize,
+    /// Bytes asked for in huge blocks, so far.
+    pub(crate) bytes_requested: AtomicUsize,
+    /// The instance's shared counters (peaks) and huge cache, set before
+    /// the first huge block is mapped.
     shared: AtomicPtr<SharedCounters>,
 }
 
@@ -72,6 +178,8 @@ impl HugeList {
             count: AtomicUsize::new(0),
             map_calls: AtomicUsize::new(0),
             unmap_calls: AtomicUsize::new(0),
+            remap_calls: AtomicUsize::new(0),
+            bytes_requested: AtomicUsize::new(0),
             shared: AtomicPtr::new(ptr::null_mut()),
         }
     }
@@ -85,14 +193,19 @@ impl HugeList {
         self.shared.store(shared, Ordering::Relaxed);
     }
 
+    /// The instance's shared counters, if mapped.
+    fn shared(&self) -> Option<&SharedCounters> {
+        let shared = self.shared.load(Ordering::Relaxed);
+        // SAFETY: the shared counters, once set, outlive the list's blocks
+        // and every call into the list (the `Rulloc` unmaps them last).
+        unsafe { shared.as_ref() }
+    }
+
     /// Moves the shared mapped and committed gauges by `delta` bytes.
     fn gauge(&self, grow: bool, delta: usize) {
-        let shared = self.shared.load(Ordering::Relaxed);
-        if shared.is_null() {
+        let Some(shared) = self.shared() else {
             return;
-        }
-        // SAFETY: the shared counters outlive the list's blocks.
-        let shared = unsafe { &*shared };
+        };
         if grow {
             SharedCounters::grow(&shared.bytes_mapped, &shared.peak_bytes_mapped, delta);
             SharedCounters::grow(&shared.bytes_committed, &shared.peak_bytes_committed, delta);
@@ -102,9 +215,11 @@ impl HugeList {
         }
     }
 
-    /// Maps a huge block of `size` bytes aligned to `align`. Null if the
-    /// request cannot be represented or the OS refuses.
-    pub(crate) fn alloc(&self, size: usize, align: usize) -> *mut u8 {
+    /// A huge block of `size` bytes aligned to `align`: a cached mapping
+    /// that fits, or a fresh one. `zeroed`: the first `size` bytes must
+    /// read as zero. `delay`: the purge delay (ms), for the cache's purge
+    /// check. Null if the request cannot be represented or the OS refuses.
+    pub(crate) fn alloc(&self, size: usize, align: usize, zeroed: bool, delay: usize) -> *mut u8 {
         let page = platform::page_size();
         let header = segment::header_size();
         let Some(rounded_size) = size.max(1).checked_add(page - 1).map(|s| s & !(page - 1)) else {
@@ -116,6 +231,17 @@ impl HugeList {
             let Some(total) = rounded_size.checked_add(offset) else {
                 return ptr::null_mut();
             };
+            if let Some(shared) = self.shared() {
+                let cache = &shared.huge_cache;
+                cache.purge_if_due(shared, platform::now_ms(), delay as u64);
+                let cached = cache.take(total);
+                if !cached.is_null() {
+                    // SAFETY: `take` handed us a cached mapping, on no
+                    // list, whose header is at its base and which holds
+                    // at least `total` bytes.
+                    return unsafe { self.reuse(cached, total, offset, size, zeroed) };
+                }
+            }
             let Some(base) = platform::map_aligned(total, SEGMENT_SIZE) else {
                 return ptr::null_mut();
             };
@@ -123,7 +249,8 @@ impl HugeList {
             segment = mapping.cast::<Segment>();
         } else {
             // The block sits at `align` into the mapping; the header one
-            // segment before it.
+            // segment before it. (Never served from the cache: its entries
+            // are only known to be SEGMENT_SIZE aligned.)
             offset = SEGMENT_SIZE;
             let Some(total) = rounded_size.checked_add(align) else {
                 return ptr::null_mut();
@@ -145,8 +272,10 @@ impl HugeList {
             segment = base.as_ptr().wrapping_add(header_at).cast::<Segment>();
         }
         misuse::register_segment(segment.expose_provenance());
-        // SAFETY: the header lies in the fresh zeroed mapping.
+        // SAFETY: the header lies in the fresh zeroed mapping, which is
+        // `mapping_size` bytes from `mapping`.
         unsafe {
+            platform::advise_huge_pages(NonNull::new_unchecked(mapping), mapping_size);
             (*segment).kind = SegmentKind::Huge;
             (*segment).mapping = mapping;
             (*segment).mapping_size = mapping_size;
@@ -163,6 +292,53 @@ impl HugeList {
             .fetch_add(unsafe { (*segment).huge_size }, Ordering::Relaxed);
         self.link(segment);
         segment.cast::<u8>().wrapping_add(offset)
+    }
+
+    /// Makes a mapping taken from the cache a live huge block: rewrites the
+    /// header, zeroes if asked.
+    ///
+    /// # Safety
+    ///
+    /// `segment` came from [`HugeCache::take`] for `total` bytes: a mapping
+    /// owned by the caller, on no list, with its header at its base and at
+    /// least `total` bytes; `offset + size <= total`.
+    unsafe fn reuse(
+        &self,
+        segment: *mut Segment,
+        total: usize,
+        offset: usize,
+        size: usize,
+        zeroed: bool,
+    ) -> *mut u8 {
+        // SAFETY: caller's contract: a cached header.
+        debug_assert!(unsafe { (*segment).mapping_size } >= total);
+        // SAFETY: caller's contract; the header is ours to rewrite.
+        unsafe {
+            let mapping_size = (*segment).mapping_size;
+            (*segment).kind = SegmentKind::Huge;
+            (*segment).huge_offset = offset;
+            (*segment).huge_size = mapping_size - offset;
+            self.bytes_mapped.fetch_add(mapping_size, Ordering::Relaxed);
+            // Mapped already: only the committed gauge grows back.
+            if let Some(shared) = self.shared() {
+                SharedCounters::grow(
+                    &shared.bytes_committed,
+                    &shared.peak_bytes_committed,
+                    mapping_size,
+                );
+            }
+            self.count.fetch_add(1, Ordering::Relaxed);
+            self.bytes_in_use
+                .fetch_add((*segment).huge_size, Ordering::Relaxed);
+            misuse::register_segment(segment.expose_provenance());
+            self.link(segment);
+            let block = segment.cast::<u8>().add(offset);
+            if zeroed {
+                // The previous owner wrote these bytes.
+                block.write_bytes(0, size);
+            }
+            block
+        }
     }
 
     fn link(&self, segment: *mut Segment) {
@@ -197,13 +373,37 @@ impl HugeList {
         self.lock.unlock();
     }
 
-    /// Unmaps a huge block.
+    /// Frees a huge block: its mapping goes into the cache, or back to the
+    /// OS if the cache does not take it. `delay`: the purge delay (ms).
     ///
     /// # Safety
     ///
     /// `segment` is the header of a live huge block of this list that
     /// nobody uses any more.
-    pub(crate) unsafe fn free(&self, segment: *mut Segment) {
+    pub(crate) unsafe fn free(&self, segment: *mut Segment, delay: usize) {
+        // SAFETY: caller's contract.
+        unsafe { self.retire(segment) };
+        // SAFETY: caller's contract; the header records the mapping.
+        let cacheable = unsafe { (*segment).mapping == segment.cast::<u8>() };
+        if let (true, Some(shared)) = (cacheable && delay > 0, self.shared()) {
+            let now = platform::now_ms();
+            // SAFETY: the mapping is retired: ours, on no list, and its
+            // header is at its base.
+            if unsafe { shared.huge_cache.put(shared, segment, now, delay as u64) } {
+                return;
+            }
+        }
+        // SAFETY: retired above; nobody uses it.
+        unsafe { self.unmap(segment) };
+    }
+
+    /// Takes a live block off the list and out of the live counters; its
+    /// mapping stays counted as mapped (but no longer committed).
+    ///
+    /// # Safety
+    ///
+    /// As for [`HugeList::free`].
+    unsafe fn retire(&self, segment: *mut Segment) {
         self.unlink(segment);
         // SAFETY: caller's contract; the header records the mapping.
         unsafe {
@@ -211,11 +411,27 @@ impl HugeList {
                 .fetch_sub((*segment).huge_size, Ordering::Relaxed);
             self.bytes_mapped
                 .fetch_sub((*segment).mapping_size, Ordering::Relaxed);
-            self.gauge(false, (*segment).mapping_size);
+            if let Some(shared) = self.shared() {
+                SharedCounters::shrink(&shared.bytes_committed, (*segment).mapping_size);
+            }
+        }
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Unmaps a retired block's mapping.
+    ///
+    /// # Safety
+    ///
+    /// `segment` was retired and nobody uses it.
+    unsafe fn unmap(&self, segment: *mut Segment) {
+        // SAFETY: caller's contract; the header records the mapping.
+        unsafe {
+            if let Some(shared) = self.shared() {
+                SharedCounters::shrink(&shared.bytes_mapped, (*segment).mapping_size);
+            }
             let mut events = segment::SpanEvents::default();
             segment::unmap_segment(segment, &mut events);
         }
-        self.count.fetch_sub(1, Ordering::Relaxed);
         self.unmap_calls.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -254,6 +470,7 @@ impl HugeList {
             if !platform::remap_in_place(mapping, old_total, total) {
                 return new_size <= usable;
             }
+            self.remap_calls.fetch_add(1, Ordering::Relaxed);
             (*segment).mapping_size = total;
             (*segment).huge_size = total - offset;
             self.gauge(total > old_total, total.abs_diff(old_total));
@@ -272,14 +489,276 @@ impl HugeList {
         }
     }
 
-    /// Unmaps every huge block (the allocator is being dropped).
+    /// Unmaps every live huge block (the allocator is being dropped; the
+    /// cache is emptied separately, see [`HugeCache::release_all`]).
     pub(crate) fn release_all(&mut self) {
         // SAFETY: `&mut self`: nobody else uses the list or its blocks.
         unsafe {
             while !(*self.head.get()).is_null() {
                 let segment = *self.head.get();
-                self.free(segment);
+                self.retire(segment);
+                self.unmap(segment);
             }
+        }
+    }
+}
+
+/// Freed huge mappings kept for reuse (see the module docs). Lives in the
+/// instance's [`SharedCounters`] page.
+pub(crate) struct HugeCache {
+    lock: SpinLock,
+    /// `entries[..len]`: cached segments, oldest first (under `lock`).
+    entries: UnsafeCell<[*mut Segment; HUGE_CACHE_ENTRIES]>,
+    len: UnsafeCell<usize>,
+    /// When the oldest entry's purge delay runs out (ms), 0 if the cache is
+    /// empty. Written under `lock`, read without it by heaps' purge checks.
+    next_purge_at: AtomicU64,
+    /// Bytes mapped by cached entries.
+    pub(crate) bytes: AtomicUsize,
+    /// Cached entries.
+    pub(crate) count: AtomicUsize,
+    /// Huge requests served from the cache, so far.
+    pub(crate) hits: AtomicUsize,
+    /// Entries unmapped (evicted, expired, released), so far.
+    pub(crate) unmap_calls: AtomicUsize,
+}
+
+// SAFETY: `entries`, `len` and the cached segments are only touched under
+// `lock`; the rest are atomics.
+unsafe impl Sync for HugeCache {}
+// SAFETY: the cache owns mappings, not thread-bound data.
+unsafe impl Send for HugeCache {}
+
+impl Default for HugeCache {
+    fn default() -> Self {
+        Self {
+            lock: SpinLock::new(),
+            entries: UnsafeCell::new([ptr::null_mut(); HUGE_CACHE_ENTRIES]),
+            len: UnsafeCell::new(0),
+            next_purge_at: AtomicU64::new(0),
+            bytes: AtomicUsize::new(0),
+            count: AtomicUsize::new(0),
+            hits: AtomicUsize::new(0),
+            unmap_calls: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Segments taken out of the cache under its lock, to be unmapped after
+/// it is released.
+struct Victims {
+    segments: [*mut Segment; HUGE_CACHE_ENTRIES],
+    len: usize,
+}
+
+impl Victims {
+    const fn new() -> Self {
+        Self {
+            segments: [ptr::null_mut(); HUGE_CACHE_ENTRIES],
+            len: 0,
+        }
+    }
+}
+
+impl HugeCache {
+    pub(crate) fn lock(&self) -> &SpinLock {
+        &self.lock
+    }
+
+    /// Removes entry `index`, keeping the others oldest first, and returns
+    /// it.
+    ///
+    /// # Safety
+    ///
+    /// Lock held; `index < len`.
+    unsafe fn remove(&self, index: usize) -> *mut Segment {
+        // SAFETY: lock held (caller's contract).
+        unsafe {
+            let entries = &mut *self.entries.get();
+            let len = &mut *self.len.get();
+            let segment = entries[index];
+            entries.copy_within(index + 1..*len, index);
+            *len -= 1;
+            entries[*len] = ptr::null_mut();
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            self.bytes
+                .fetch_sub((*segment).mapping_size, Ordering::Relaxed);
+            segment
+        }
+    }
+
+    /// Recomputes `next_purge_at` after the entries changed.
+    ///
+    /// # Safety
+    ///
+    /// Lock held.
+    unsafe fn schedule(&self, delay: u64) {
+        // SAFETY: lock held; entries are cached segments.
+        let oldest = unsafe {
+            let entries = &*self.entries.get();
+            entries[..*self.len.get()]
+                .iter()
+                .map(|&segment| (*segment).freed_at)
+                .min()
+        };
+        let due = oldest.map_or(0, |at| at.saturating_add(delay).max(1));
+        self.next_purge_at.store(due, Ordering::Relaxed);
+    }
+
+    /// Takes the best fitting entry for a block needing `total` bytes of
+    /// mapping (header included), or null: the smallest with at least
+    /// `total` bytes, if it has at most [`HUGE_WHOLE_FACTOR`] times that.
+    pub(crate) fn take(&self, total: usize) -> *mut Segment {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return ptr::null_mut();
+        }
+        self.lock.lock();
+        // SAFETY: lock held; entries are cached segments whose headers
+        // record their mappings.
+        let segment = unsafe {
+            let entries = &*self.entries.get();
+            let mut best: Option<(usize, usize)> = None;
+            for (index, &segment) in entries[..*self.len.get()].iter().enumerate() {
+                let size = (*segment).mapping_size;
+                if size >= total && best.is_none_or(|(_, best_size)| size < best_size) {
+                    best = Some((index, size));
+                }
+            }
+            match best {
+                Some((index, size)) if size / HUGE_WHOLE_FACTOR <= total => {
+                    let segment = self.remove(index);
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    segment
+                }
+                _ => ptr::null_mut(),
+            }
+        };
+        self.lock.unlock();
+        segment
+    }
+
+    /// Caches a freed huge mapping as of `now`; `false` (nothing changed)
+    /// if it is larger than an entry may be, then the caller unmaps it. May evict
+    /// (unmap) the oldest entries to make room.
+    ///
+    /// # Safety
+    ///
+    /// `segment` is a retired huge mapping (on no list, unused) whose
+    /// header is at its base; `counters` is the page holding this cache.
+    pub(crate) unsafe fn put(
+        &self,
+        counters: &SharedCounters,
+        segment: *mut Segment,
+        now: u64,
+        delay: u64,
+    ) -> bool {
+        let cap = HUGE_CACHE_MIN_BYTES
+            .max(counters.peak_bytes_committed.load(Ordering::Relaxed) / HUGE_CACHE_PEAK_DIVISOR);
+        // SAFETY: caller's contract.
+        let size = unsafe { (*segment).mapping_size };
+        if size > cap / HUGE_CACHE_ENTRY_DIVISOR {
+            return false;
+        }
+        // A second free of the old block finds no live segment (misuse
+        // map) and an offset that matches no block (the header check).
+        misuse::unregister_segment(segment.addr());
+        // SAFETY: the header is ours (caller's contract).
+        unsafe {
+            (*segment).huge_offset = 0;
+            (*segment).freed_at = now;
+        }
+        let mut victims = Victims::new();
+        self.lock.lock();
+        // SAFETY: lock held; entries are cached segments.
+        unsafe {
+            // `size <= cap`, so an empty cache always has room.
+            while *self.len.get() == HUGE_CACHE_ENTRIES
+                || (*self.len.get() > 0 && self.bytes.load(Ordering::Relaxed) + size > cap)
+            {
+                victims.segments[victims.len] = self.remove(0);
+                victims.len += 1;
+            }
+            let len = &mut *self.len.get();
+            (*self.entries.get())[*len] = segment;
+            *len += 1;
+            self.count.fetch_add(1, Ordering::Relaxed);
+            self.bytes.fetch_add(size, Ordering::Relaxed);
+            self.schedule(delay);
+        }
+        self.lock.unlock();
+        // SAFETY: the victims left the cache; nobody else knows them.
+        unsafe { self.unmap(counters, &victims) };
+        true
+    }
+
+    /// Unmaps every entry whose purge delay ran out, if one is due.
+    /// Never waits for the lock: if another thread holds it, that thread
+    /// is in a huge call, which checks again.
+    pub(crate) fn purge_if_due(&self, counters: &SharedCounters, now: u64, delay: u64) {
+        let due = self.next_purge_at.load(Ordering::Relaxed);
+        if due == 0 || now < due || !self.lock.try_lock() {
+            return;
+        }
+        let mut victims = Victims::new();
+        // SAFETY: lock held; entries are cached segments.
+        unsafe {
+            let mut index = 0;
+            while index < *self.len.get() {
+                let segment = (*self.entries.get())[index];
+                if (*segment).freed_at.saturating_add(delay) <= now {
+                    victims.segments[victims.len] = self.remove(index);
+                    victims.len += 1;
+                } else {
+                    index += 1;
+                }
+            }
+            self.schedule(delay);
+        }
+        self.lock.unlock();
+        // SAFETY: the victims left the cache; nobody else knows them.
+        unsafe { self.unmap(counters, &victims) };
+    }
+
+    /// Whether any entry waits for a purge (a relaxed load: heaps call this
+    /// on their slow paths before they read the clock).
+    pub(crate) fn pending(&self) -> bool {
+        self.next_purge_at.load(Ordering::Relaxed) != 0
+    }
+
+    /// Unmaps every entry (collect, thread exit, drop).
+    pub(crate) fn release_all(&self, counters: &SharedCounters) {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut victims = Victims::new();
+        self.lock.lock();
+        // SAFETY: lock held; entries are cached segments.
+        unsafe {
+            while *self.len.get() > 0 {
+                victims.segments[victims.len] = self.remove(0);
+                victims.len += 1;
+            }
+            self.schedule(0);
+        }
+        self.lock.unlock();
+        // SAFETY: the victims left the cache; nobody else knows them.
+        unsafe { self.unmap(counters, &victims) };
+    }
+
+    /// Unmaps segments taken out of the cache.
+    ///
+    /// # Safety
+    ///
+    /// The victims are cached mappings removed from the cache, unused.
+    unsafe fn unmap(&self, counters: &SharedCounters, victims: &Victims) {
+        for &segment in &victims.segments[..victims.len] {
+            // SAFETY: caller's contract; the header records the mapping.
+            unsafe {
+                SharedCounters::shrink(&counters.bytes_mapped, (*segment).mapping_size);
+                let mut events = segment::SpanEvents::default();
+                segment::unmap_segment(segment, &mut events);
+            }
+            self.unmap_calls.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -292,4 +771,349 @@ impl HugeList {
 pub(crate) unsafe fn huge_usable_size(segment: *mut Segment) -> usize {
     // SAFETY: caller's contract.
     unsafe { (*segment).huge_size }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Rulloc;
+
+    const MIB: usize = 1 << 20;
+
+    fn fill(block: *mut u8, size: usize, byte: u8) {
+        // SAFETY: callers pass live blocks of at least `size` bytes.
+        unsafe { block.write_bytes(byte, size) };
+    }
+
+    /// Whether every byte of the block is `byte` (sampled every 509 bytes
+    /// and at both ends, so Miri stays quick).
+    fn holds(block: *const u8, size: usize, byte: u8) -> bool {
+        // SAFETY: callers pass live blocks of at least `size` bytes.
+        unsafe {
+            (0..size)
+                .step_by(509)
+                .chain([size - 1])
+                .all(|i| *block.add(i) == byte)
+        }
+    }
+
+    #[test]
+    fn a_freed_huge_block_is_reused() {
+        let a = Rulloc::new();
+        a.set_purge_delay_ms(60_000);
+        let first = a.allocate_bytes(8 * MIB, 8);
+        fill(first, 8 * MIB, 0x5a);
+        let live = a.stats();
+        // SAFETY: live, freed once.
+        unsafe { a.deallocate_bytes(first) };
+        let cached = a.stats();
+        assert_eq!(
+            (cached.huge_blocks, cached.huge_cached),
+            (0, 1),
+            "{cached:?}"
+        );
+        assert_eq!(cached.bytes_in_use, 0);
+        // Still mapped, no longer committed.
+        assert_eq!(cached.bytes_mapped, live.bytes_mapped, "{cached:?}");
+        assert!(
+            cached.bytes_committed + 8 * MIB <= live.bytes_committed,
+            "{cached:?}"
+        );
+        assert_eq!(cached.unmap_calls, live.unmap_calls);
+
+        // A somewhat smaller request takes the same mapping, no system call.
+        let second = a.allocate_bytes(5 * MIB, 8);
+        assert_eq!(second, first);
+        let hit = a.stats();
+        assert_eq!((hit.huge_blocks, hit.huge_cached), (1, 0), "{hit:?}");
+        assert_eq!(hit.huge_cache_hits, 1);
+        assert_eq!(hit.map_calls, live.map_calls);
+        assert_eq!(hit.bytes_committed, live.bytes_committed);
+        assert_eq!(hit.bytes_mapped, live.bytes_mapped);
+        // SAFETY: live block.
+        assert!(unsafe { a.usable_size(second) } >= 5 * MIB);
+        // The new owner's content is its own.
+        fill(second, 5 * MIB, 0xc3);
+        assert!(holds(second, 5 * MIB, 0xc3));
+        // SAFETY: live, freed once.
+        unsafe { a.deallocate_bytes(second) };
+        assert_eq!(a.stats().bytes_in_use, 0);
+    }
+
+    #[test]
+    fn too_large_a_mapping_is_not_handed_out() {
+        let a = Rulloc::new();
+        a.set_purge_delay_ms(60_000);
+        let big = a.allocate_bytes(12 * MIB, 8);
+        // SAFETY: live, freed once.
+        unsafe { a.deallocate_bytes(big) };
+        // 2.5 MiB needs less than a quarter of the cached 12 MiB.
+        let small = a.allocate_bytes(5 * MIB / 2, 8);
+        assert_ne!(small, big);
+        let s = a.stats();
+        assert_eq!((s.huge_cache_hits, s.huge_cached), (0, 1), "{s:?}");
+        // A larger request than any entry maps afresh too.
+        let larger = a.allocate_bytes(13 * MIB, 8);
+        assert_eq!(a.stats().huge_cache_hits, 0);
+        // SAFETY: live, freed once.
+        unsafe {
+            a.deallocate_bytes(small);
+            a.deallocate_bytes(larger);
+        }
+    }
+
+    #[test]
+    fn best_fit_picks_the_smallest_entry_that_fits() {
+        let a = Rulloc::new();
+        a.set_purge_delay_ms(60_000);
+        let sizes = [9 * MIB, 3 * MIB, 6 * MIB];
+        let blocks: [*mut u8; 3] = sizes.map(|size| a.allocate_bytes(size, 8));
+        for block in blocks {
+            // SAFETY: live, freed once.
+            unsafe { a.deallocate_bytes(block) };
+        }
+        assert_eq!(a.stats().huge_cached, 3);
+        let block = a.allocate_bytes(5 * MIB, 8);
+        assert_eq!(block, blocks[2], "the 6 MiB mapping fits best");
+        // SAFETY: live, freed once.
+        unsafe { a.deallocate_bytes(block) };
+    }
+
+    #[test]
+    fn the_cache_keeps_at_most_its_entries() {
+        let a = Rulloc::new();
+        a.set_purge_delay_ms(60_000);
+        let count = HUGE_CACHE_ENTRIES + 3;
+        let blocks: std::vec::Vec<*mut u8> = (0..count)
+            .map(|_| a.allocate_bytes(LARGE_MAX_SIZE + 1, 8))
+            .collect();
+        let live = a.stats();
+        for &block in &blocks {
+            // SAFETY: live, freed once.
+            unsafe { a.deallocate_bytes(block) };
+        }
+        let s = a.stats();
+        assert_eq!(s.huge_cached, HUGE_CACHE_ENTRIES, "{s:?}");
+        // The oldest entries were unmapped.
+        assert_eq!(s.unmap_calls, live.unmap_calls + 3, "{s:?}");
+        let mapping = live.bytes_mapped / 64; // (any one huge mapping is smaller)
+        assert!(s.bytes_mapped < live.bytes_mapped, "{s:?}");
+        assert!(s.bytes_mapped > mapping, "{s:?}");
+        // Dropping the instance unmaps the cached entries (Miri checks
+        // that nothing leaks).
+        drop(a);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "maps hundreds of MiB")]
+    fn the_cache_keeps_at_most_its_bytes() {
+        let a = Rulloc::new();
+        a.set_purge_delay_ms(60_000);
+        // Peak committed about 96 MiB: the cap is the 64 MiB floor, so
+        // five 12 MiB mappings fit and the oldest three go.
+        let blocks: std::vec::Vec<*mut u8> =
+            (0..8).map(|_| a.allocate_bytes(12 * MIB, 8)).collect();
+        for block in blocks {
+            // SAFETY: live, freed once.
+            unsafe { a.deallocate_bytes(block) };
+        }
+        let s = a.stats();
+        assert_eq!(s.huge_cached, 5, "{s:?}");
+        assert!(s.bytes_mapped <= HUGE_CACHE_MIN_BYTES, "{s:?}");
+        // A block larger than a quarter of the cap is never cached.
+        let huge = a.allocate_bytes(HUGE_CACHE_MIN_BYTES / HUGE_CACHE_ENTRY_DIVISOR + MIB, 8);
+        // SAFETY: live, freed once.
+        unsafe { a.deallocate_bytes(huge) };
+        assert_eq!(a.stats().huge_cached, 5);
+        // After a larger peak the cap is a quarter of it.
+        let peak: std::vec::Vec<*mut u8> = (0..24).map(|_| a.allocate_bytes(24 * MIB, 8)).collect();
+        for block in peak {
+            // SAFETY: live, freed once.
+            unsafe { a.deallocate_bytes(block) };
+        }
+        let s = a.stats();
+        let cap = s.peak_bytes_committed / HUGE_CACHE_PEAK_DIVISOR;
+        assert!(cap > HUGE_CACHE_MIN_BYTES, "{s:?}");
+        assert!(s.huge_cached >= 2, "{s:?}");
+        // (Only cached mappings are left, all of the same size.)
+        let mapping = s.bytes_mapped / s.huge_cached;
+        assert!(mapping > 24 * MIB, "{s:?}");
+        assert!(s.bytes_mapped <= cap, "{s:?}");
+        assert!(s.bytes_mapped + mapping > cap, "{s:?}");
+        a.collect();
+    }
+
+    #[test]
+    fn aligned_requests_from_the_cache_are_aligned() {
+        let a = Rulloc::new();
+        a.set_purge_delay_ms(60_000);
+        for align in [8, 4096, 64 * 1024, MIB, 4 * MIB] {
+            let block = a.allocate_bytes(8 * MIB, 8);
+            // SAFETY: live, freed once.
+            unsafe { a.deallocate_bytes(block) };
+            let hits = a.stats().huge_cache_hits;
+            // The block sits at the header rounded up to `align`, so
+            // 3 MiB fits the 8 MiB mapping for every align up to 4 MiB.
+            let aligned = a.allocate_bytes(3 * MIB, align);
+            assert_eq!(aligned.addr() % align, 0, "align {align}");
+            assert_eq!(a.stats().huge_cache_hits, hits + 1, "align {align}");
+            // SAFETY: live block of 7 MiB.
+            unsafe {
+                assert!(a.usable_size(aligned) >= 3 * MIB);
+                aligned.add(3 * MIB - 1).write(1);
+                a.deallocate_bytes(aligned);
+            }
+            a.collect();
+        }
+        // Above a segment, blocks get fresh mappings: still aligned.
+        let block = a.allocate_bytes(8 * MIB, 8);
+        // SAFETY: live, freed once.
+        unsafe { a.deallocate_bytes(block) };
+        let aligned = a.allocate_bytes(3 * MIB, 8 * MIB);
+        assert_eq!(aligned.addr() % (8 * MIB), 0);
+        // SAFETY: live, freed once.
+        unsafe { a.deallocate_bytes(aligned) };
+    }
+
+    #[test]
+    fn zeroed_requests_from_the_cache_are_zero() {
+        let a = Rulloc::new();
+        a.set_purge_delay_ms(60_000);
+        let size = 6 * MIB;
+        let dirty = a.allocate_bytes(size, 8);
+        fill(dirty, size, 0xee);
+        // SAFETY: live, freed once.
+        unsafe { a.deallocate_bytes(dirty) };
+        let zeroed = a.allocate_zeroed_bytes(size - 100, 8);
+        assert_eq!(zeroed, dirty, "served from the cache");
+        assert!(holds(zeroed, size - 100, 0));
+        fill(zeroed, size - 100, 0xee);
+        // SAFETY: live, freed once.
+        unsafe { a.deallocate_bytes(zeroed) };
+        // Through the traits too.
+        let layout = core::alloc::Layout::from_size_align(size, 64).unwrap();
+        // SAFETY: non-zero size.
+        let global = unsafe { core::alloc::GlobalAlloc::alloc_zeroed(&a, layout) };
+        assert_eq!(global, dirty);
+        assert!(holds(global, size, 0));
+        fill(global, size, 0xee);
+        // SAFETY: live with `layout`.
+        unsafe { core::alloc::GlobalAlloc::dealloc(&a, global, layout) };
+        let block = allocator_api2::alloc::Allocator::allocate_zeroed(&a, layout).unwrap();
+        assert!(holds(block.cast::<u8>().as_ptr(), size, 0));
+        // SAFETY: live with `layout`.
+        unsafe { allocator_api2::alloc::Allocator::deallocate(&a, block.cast(), layout) };
+    }
+
+    #[test]
+    fn cached_mappings_go_back_after_the_purge_delay() {
+        let a = Rulloc::new();
+        a.set_purge_delay_ms(1);
+        let block = a.allocate_bytes(8 * MIB, 8);
+        fill(block, 8 * MIB, 1);
+        let live = a.stats();
+        // SAFETY: live, freed once.
+        unsafe { a.deallocate_bytes(block) };
+        let cached = a.stats();
+        assert_eq!(cached.huge_cached, 1, "{cached:?}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        // No huge call: the first small allocation (a new heap's slow
+        // path) purges the cache.
+        let small = a.allocate_bytes(16, 8);
+        let s = a.stats();
+        assert_eq!(s.huge_cached, 0, "{s:?}");
+        assert_eq!(s.unmap_calls, cached.unmap_calls + 1, "{s:?}");
+        assert!(
+            s.bytes_mapped + 8 * MIB <= live.bytes_mapped + SEGMENT_SIZE * 2,
+            "{s:?}"
+        );
+        assert!(s.bytes_committed < live.bytes_committed, "{s:?}");
+        // And through a huge call.
+        let block = a.allocate_bytes(3 * MIB, 8);
+        // SAFETY: live, freed once.
+        unsafe { a.deallocate_bytes(block) };
+        assert_eq!(a.stats().huge_cached, 1);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let other = a.allocate_bytes(20 * MIB, 8);
+        let s = a.stats();
+        assert_eq!((s.huge_cached, s.huge_cache_hits), (0, 0), "{s:?}");
+        // SAFETY: live, freed once.
+        unsafe {
+            a.deallocate_bytes(other);
+            a.deallocate_bytes(small);
+        }
+    }
+
+    #[test]
+    fn no_delay_means_no_cache() {
+        let a = Rulloc::new();
+        a.set_purge_delay_ms(0);
+        let block = a.allocate_bytes(8 * MIB, 8);
+        let live = a.stats();
+        // SAFETY: live, freed once.
+        unsafe { a.deallocate_bytes(block) };
+        let s = a.stats();
+        assert_eq!(s.huge_cached, 0, "{s:?}");
+        assert_eq!(s.unmap_calls, live.unmap_calls + 1);
+        assert!(s.bytes_mapped < live.bytes_mapped);
+    }
+
+    #[test]
+    fn collect_empties_the_cache() {
+        let a = Rulloc::new();
+        a.set_purge_delay_ms(60_000);
+        let blocks = [3 * MIB, 8 * MIB].map(|size| a.allocate_bytes(size, 8));
+        let live = a.stats();
+        for block in blocks {
+            // SAFETY: live, freed once.
+            unsafe { a.deallocate_bytes(block) };
+        }
+        assert_eq!(a.stats().huge_cached, 2);
+        a.collect();
+        let s = a.stats();
+        assert_eq!(
+            (s.huge_cached, s.huge_blocks, s.segments),
+            (0, 0, 0),
+            "{s:?}"
+        );
+        assert_eq!(s.bytes_mapped, 0, "{s:?}");
+        assert_eq!(s.bytes_committed, 0, "{s:?}");
+        assert_eq!(s.unmap_calls, live.unmap_calls + 2);
+        assert_eq!(s.peak_bytes_committed, live.peak_bytes_committed);
+        // The next request maps afresh.
+        let block = a.allocate_bytes(3 * MIB, 8);
+        assert_eq!(a.stats().huge_cache_hits, 0);
+        // SAFETY: live, freed once.
+        unsafe { a.deallocate_bytes(block) };
+    }
+
+    #[test]
+    fn threads_share_the_cache() {
+        let a = Rulloc::new();
+        a.set_purge_delay_ms(60_000);
+        let rounds = if cfg!(miri) { 3 } else { 200 };
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                let a = &a;
+                s.spawn(move || {
+                    for round in 0..rounds {
+                        let size = LARGE_MAX_SIZE + 1 + (round * 7919 + t as usize) % (4 * MIB);
+                        let block = a.allocate_bytes(size, 8);
+                        fill(block, size.min(64 * 1024), t);
+                        // SAFETY: the block is live, only this thread has it.
+                        unsafe { block.add(size - 1).write(t) };
+                        assert!(holds(block, size.min(64 * 1024), t));
+                        // SAFETY: live, freed once.
+                        unsafe { a.deallocate_bytes(block) };
+                    }
+                });
+            }
+        });
+        let s = a.stats();
+        assert_eq!((s.bytes_in_use, s.huge_blocks), (0, 0), "{s:?}");
+        assert!(s.huge_cached <= HUGE_CACHE_ENTRIES);
+        a.collect();
+        let s = a.stats();
+        assert_eq!((s.huge_cached, s.bytes_mapped), (0, 0), "{s:?}");
+    }
 }

@@ -62,6 +62,8 @@ mod block;
 #[cfg(not(loom))]
 mod bucket;
 #[cfg(not(loom))]
+mod fork;
+#[cfg(not(loom))]
 mod heap;
 #[cfg(not(loom))]
 mod large;

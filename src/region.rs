@@ -91,44 +91,54 @@ pub(crate) enum RegionKind {
 
 /// A region descriptor (one per slot of a segment; only the first slot's is
 /// the "real" one, the others point at it through `first`).
+///
+/// Field order matters: the first cache line holds everything the owner's
+/// alloc and free touch (`free`, `used`, `kind`, `in_full`, `bucket`,
+/// `prev`; the secure build's `key` opens the second), and the descriptor is exactly 128 bytes on 64-bit
+/// targets, so finding a slot's descriptor is a shift, not a multiply.
 #[repr(C)]
 pub(crate) struct Region {
     /// Owner-local free list: allocation pops, owner frees push.
     pub(crate) free: *mut Block,
     /// Blocks handed out and not yet returned to the owner.
     pub(crate) used: u32,
+    /// Slots in this span (first slot only).
+    pub(crate) slot_count: u32,
     /// Blocks that fit in the region (a word: the secure build compares
     /// [`Region::index_of`] with it on every allocation and free).
     pub(crate) capacity: usize,
+    pub(crate) kind: RegionKind,
+    /// Whether the region is on its bucket's full list (owner only).
+    pub(crate) in_full: bool,
+    /// Free spans only: whether its pages may hold physical memory (see
+    /// `freed_at`).
+    pub(crate) dirty: bool,
+    /// Trailing zero bits of `block_size`.
+    pub(crate) shift: u8,
+    /// Index of the owning bucket (`Small` only).
+    pub(crate) bucket: u16,
     /// Size of every block (for `Large`, the whole usable span).
     pub(crate) block_size: usize,
     /// Remote frees (a block list) or [`FULL`].
     pub(crate) thread_free: AtomicUsize,
+    /// Links in the bucket queue, the full list, or a span bin.
+    pub(crate) prev: *mut Region,
+    pub(crate) next: *mut Region,
+    /// Secure build: the key free-list links are encoded with (0 otherwise).
+    pub(crate) key: usize,
+    /// The first descriptor of this span (in every slot of a used span;
+    /// in the first and last slot of a free span).
+    pub(crate) first: *mut Region,
     /// Next never-used block.
     pub(crate) bump: *mut u8,
     /// End of the last whole block.
     pub(crate) end: *mut u8,
     /// First block.
     pub(crate) start: *mut u8,
-    /// Slots in this span (first slot only).
-    pub(crate) slot_count: u32,
-    /// The first descriptor of this span (in every slot of a used span;
-    /// in the first and last slot of a free span).
-    pub(crate) first: *mut Region,
-    pub(crate) kind: RegionKind,
-    /// Whether the region is on its bucket's full list (owner only).
-    pub(crate) in_full: bool,
-    /// Index of the owning bucket (`Small` only).
-    pub(crate) bucket: u16,
-    /// Links in the bucket queue, the full list, or a span bin.
-    pub(crate) next: *mut Region,
-    pub(crate) prev: *mut Region,
-    /// Free spans only: whether its pages may hold physical memory, and
-    /// since when (ms, see [`crate::platform::now_ms`]) it has been free.
-    pub(crate) dirty: bool,
+    /// Free spans only: since when (ms, see [`crate::platform::now_ms`])
+    /// it has been free, and (`dirty`) whether its pages may hold physical
+    /// memory.
     pub(crate) freed_at: u64,
-    /// Secure build: the key free-list links are encoded with (0 otherwise).
-    pub(crate) key: usize,
     /// Secure build: one bit per block, set while the block is allocated
     /// (stored at the start of the region; null otherwise). Owner only:
     /// remote frees leave their bits to [`Region::collect`].
@@ -136,9 +146,10 @@ pub(crate) struct Region {
     /// With `block_size = d << shift` (`d` odd): the inverse of `d` modulo
     /// `2^usize::BITS`. See [`Region::index_of`].
     pub(crate) inverse: usize,
-    /// Trailing zero bits of `block_size`.
-    pub(crate) shift: u32,
 }
+
+#[cfg(all(target_pointer_width = "64", not(loom)))]
+const _: () = assert!(size_of::<Region>() == 128);
 
 /// The inverse of the odd number `d` modulo `2^usize::BITS` (Newton's
 /// iteration: `d` is its own inverse modulo 8, and every step doubles the
@@ -203,7 +214,7 @@ impl Region {
             (*region).prev = ptr::null_mut();
             (*region).key = key;
             (*region).live = live;
-            (*region).shift = block_size.trailing_zeros();
+            (*region).shift = block_size.trailing_zeros() as u8;
             (*region).inverse = odd_inverse(block_size >> block_size.trailing_zeros());
         }
     }
@@ -229,7 +240,7 @@ impl Region {
             let offset = block.addr().wrapping_sub((*region).start.addr());
             offset
                 .wrapping_mul((*region).inverse)
-                .rotate_right((*region).shift)
+                .rotate_right(u32::from((*region).shift))
         }
     }
 
@@ -636,7 +647,7 @@ mod tests {
         region.start = ptr::without_provenance_mut(start);
         region.capacity = span / block_size;
         region.block_size = block_size;
-        region.shift = block_size.trailing_zeros();
+        region.shift = block_size.trailing_zeros() as u8;
         region.inverse = odd_inverse(block_size >> region.shift);
         region
     }

@@ -177,6 +177,8 @@ fn slot_start(segment: *mut Segment, slot: usize) -> *mut u8 {
 /// What the span pool reports to its heap about the OS.
 #[derive(Default)]
 pub(crate) struct SpanEvents {
+    /// The span handed out has no resident pages (purged, or fresh).
+    pub(crate) took_clean: bool,
     pub(crate) mapped: usize,
     pub(crate) unmapped: usize,
     pub(crate) purges: usize,
@@ -236,6 +238,7 @@ impl SpanPool {
         // and their segments belong to this pool.
         unsafe {
             self.unlink(span, bin);
+            events.took_clean = !(*span).dirty;
             let segment = segment_of_region(span);
             let first = slot_index(segment, span);
             if bin > slots {
@@ -472,6 +475,8 @@ impl SpanPool {
                 return ptr::null_mut();
             };
             events.mapped += 1;
+            // SAFETY: the whole fresh mapping.
+            unsafe { platform::advise_huge_pages(mapping, SEGMENT_SIZE) };
             let segment = mapping.as_ptr().cast::<Segment>();
             misuse::register_segment(segment.expose_provenance());
             // SAFETY: a fresh zeroed mapping large enough for the header.

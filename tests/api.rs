@@ -819,7 +819,7 @@ fn hashbrown_map_in_rulloc() {
 #[test]
 fn vec_grows_to_millions_of_elements() {
     let a = Rulloc::default();
-    let n = scaled(4_000_000, 1000);
+    let n = scaled(4_000_000, 400);
     let mut v: AVec<u32, &Rulloc> = AVec::new_in(&a);
     for i in 0..n as u32 {
         v.push(i);
@@ -885,7 +885,7 @@ fn mixed_sizes_random_order() {
     let a = Rulloc::default();
     let mut rng = XorShift::new(7);
     let mut live: Vec<(*mut u8, usize, u64)> = Vec::new();
-    for id in 0..scaled(5000, 120) as u64 {
+    for id in 0..scaled(5000, 80) as u64 {
         if !live.is_empty() && rng.chance(2, 5) {
             let (p, size, pid) = live.swap_remove(rng.below(live.len()));
             // SAFETY: `p` is live with `size` bytes; freed once.
@@ -922,7 +922,7 @@ fn mixed_sizes_random_order() {
 fn free_and_reallocate_many_times() {
     let a = Rulloc::default();
     for round in 0..scaled(50, 2) as u64 {
-        let ptrs: Vec<*mut u8> = (0..scaled(2000, 60))
+        let ptrs: Vec<*mut u8> = (0..scaled(2000, 40))
             .map(|i| {
                 let size = 8 + (i % 13) * 24;
                 let p = a.allocate_bytes(size, 8);

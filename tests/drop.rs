@@ -119,9 +119,10 @@ fn moving_an_instance_keeps_its_blocks() {
 fn drop_after_many_threads_used_it() {
     let a = Rulloc::<3>::with_bucket_sizes([8, 16, 24]);
     thread::scope(|s| {
+        let mut handles = Vec::new();
         for t in 0..4 {
             let a = &a;
-            s.spawn(move || {
+            handles.push(s.spawn(move || {
                 for i in 0..scaled(2000, 30) {
                     let size = 8 + (i * 13 + t) % 2000;
                     let p = a.allocate_bytes(size, 8);
@@ -131,8 +132,10 @@ fn drop_after_many_threads_used_it() {
                         unsafe { a.deallocate_bytes(p) };
                     }
                 }
-            });
+            }));
         }
+        // Joined by handle: their exit hooks have given the heaps back.
+        join_all(handles);
     });
     drop(a);
 }

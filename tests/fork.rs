@@ -13,14 +13,13 @@
 //! and the parent polls `waitpid` and kills a child still running after
 //! [`CHILD_TIMEOUT`].
 //!
-//! The fork protocol: a program that forks and allocates in the child
-//! registers `pthread_atfork(fork_prepare, fork_parent, fork_child)` for its
-//! Rulloc (librulloc does it for C programs). The second test shows what
-//! happens without it.
+//! The program registers no fork handlers of its own: the allocator core
+//! registers `pthread_atfork` handlers on its first allocation
+//! (`src/fork.rs`), which is what makes a child's allocator consistent.
 #![cfg(target_os = "linux")]
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, Once};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rulloc::Rulloc;
@@ -29,7 +28,7 @@ use rulloc::Rulloc;
 static GLOBAL: Rulloc = Rulloc::new();
 
 /// Forks per test.
-const FORKS: usize = 200;
+const FORKS: usize = 400;
 /// Worker threads allocating while the main thread forks.
 const WORKERS: usize = 3;
 /// A child still running after this is hung.
@@ -37,27 +36,6 @@ const CHILD_TIMEOUT: Duration = Duration::from_secs(10);
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
-
-extern "C" fn prepare() {
-    GLOBAL.fork_prepare();
-}
-
-extern "C" fn parent() {
-    GLOBAL.fork_parent();
-}
-
-extern "C" fn child() {
-    GLOBAL.fork_child();
-}
-
-fn register_fork_handlers() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: the handlers are `extern "C"` functions that never unwind.
-        let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
-        assert_eq!(rc, 0, "pthread_atfork");
-    });
-}
 
 /// A block with its pattern id, checked before it is dropped.
 struct Block {
@@ -258,7 +236,6 @@ fn backtrace_of(pid: libc::pid_t) -> String {
 #[test]
 #[cfg_attr(miri, ignore)] // fork, waitpid and alarm are not supported by Miri.
 fn fork_while_threads_allocate() {
-    register_fork_handlers();
     let (failures, elapsed, ops) = fork_loop();
     println!("{FORKS} forks in {elapsed:.2?}, workers did {ops} operations meanwhile");
     assert!(
@@ -266,54 +243,6 @@ fn fork_while_threads_allocate() {
         "{} of {FORKS} children failed:\n{}",
         failures.len(),
         failures.join("\n")
-    );
-}
-
-/// Environment variable that turns [`fork_without_fork_handlers`] into the
-/// child process that runs the fork loop with no handlers registered.
-const NO_HANDLERS_ENV: &str = "RULLOC_FORK_TEST_NO_HANDLERS";
-
-/// The same without `pthread_atfork` handlers: what a Rust program that
-/// never heard of them gets. Runs in a fresh process (the other test
-/// registers the handlers for its whole process).
-///
-/// KNOWN BUG (ignored until fixed): about 1 child in 100 hangs in
-/// `HugeList::link` (`src/large.rs`), spinning on the huge-block list's
-/// lock, which a worker thread held at the moment of the fork and which
-/// nobody releases in the child. The same holds for a borrowed heap's lock
-/// (`Rulloc::with_heap_slow`). The core registers no fork handlers of its
-/// own; only librulloc (the C API) does.
-#[test]
-#[ignore = "known bug: without pthread_atfork handlers a child can hang on the huge list's lock (src/large.rs HugeList::link)"]
-fn fork_without_fork_handlers() {
-    if std::env::var_os(NO_HANDLERS_ENV).is_some() {
-        let (failures, elapsed, ops) = fork_loop();
-        println!("{FORKS} forks without handlers in {elapsed:.2?}, {ops} worker operations");
-        assert!(
-            failures.is_empty(),
-            "{} of {FORKS} children failed:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
-        return;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "fork_without_fork_handlers",
-            "--exact",
-            "--nocapture",
-            "--include-ignored",
-        ])
-        .env(NO_HANDLERS_ENV, "1")
-        .output()
-        .expect("spawning the child test process");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    print!("{stdout}");
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
     );
 }
 

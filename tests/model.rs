@@ -20,9 +20,9 @@
 //! C-style API (`allocate_bytes` / `reallocate_bytes` / `deallocate_bytes`)
 //! and `GlobalAlloc`.
 //!
-//! Operation sequences come from proptest (skipped under Miri, where it is
-//! too slow) and from a deterministic xorshift generator (which also runs
-//! under Miri, with a few hundred operations).
+//! Operation sequences come from proptest (under Miri, where a case takes
+//! seconds, 2 cases of up to 40 operations per front end) and from a
+//! deterministic xorshift generator (under Miri, 120 operations a run).
 
 mod common;
 
@@ -623,15 +623,18 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 }
 
 fn ops_strategy() -> impl Strategy<Value = Vec<Op>> {
-    proptest::collection::vec(op_strategy(), 1..100)
+    proptest::collection::vec(op_strategy(), 1..scaled(100, 40))
 }
 
-/// 64 cases unless `PROPTEST_CASES` says otherwise.
+/// 64 cases (2 under Miri, where one case takes seconds) unless
+/// `PROPTEST_CASES` says otherwise. Under Miri the environment is isolated,
+/// so `PROPTEST_CASES` is only seen with `-Zmiri-disable-isolation` (or
+/// `-Zmiri-env-forward=PROPTEST_CASES`).
 fn runner() -> TestRunner {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(64);
+        .unwrap_or(scaled(64, 2) as u32);
     TestRunner::new(Config {
         cases,
         failure_persistence: None,
@@ -650,35 +653,30 @@ fn proptest_model<F: Frontend>(f: &F) {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)] // proptest is far too slow under Miri; see the `deterministic_*` tests.
 fn proptest_allocator_default_config() {
     let a = Rulloc::default();
     proptest_model(&ViaAllocator(&a));
 }
 
 #[test]
-#[cfg_attr(miri, ignore)] // proptest is far too slow under Miri; see the `deterministic_*` tests.
 fn proptest_allocator_custom_buckets() {
     let a = Rulloc::<3>::with_bucket_sizes([8, 16, 24]);
     proptest_model(&ViaAllocator(&a));
 }
 
 #[test]
-#[cfg_attr(miri, ignore)] // proptest is far too slow under Miri; see the `deterministic_*` tests.
 fn proptest_bytes_api_default_config() {
     let a = Rulloc::default();
     proptest_model(&ViaBytes(&a));
 }
 
 #[test]
-#[cfg_attr(miri, ignore)] // proptest is far too slow under Miri; see the `deterministic_*` tests.
 fn proptest_bytes_api_custom_buckets() {
     let a = Rulloc::<3>::with_bucket_sizes([8, 16, 24]);
     proptest_model(&ViaBytes(&a));
 }
 
 #[test]
-#[cfg_attr(miri, ignore)] // proptest is far too slow under Miri; see the `deterministic_*` tests.
 fn proptest_global_alloc_default_config() {
     let a = Rulloc::default();
     proptest_model(&ViaGlobal(&a));
@@ -687,7 +685,7 @@ fn proptest_global_alloc_default_config() {
 // ------------------------------------------------------ deterministic (Miri)
 
 /// Operations per deterministic sequence.
-const DET_OPS: usize = scaled(2000, 200);
+const DET_OPS: usize = scaled(2000, 120);
 /// Largest alignment the deterministic sequences use.
 const DET_MAX_ALIGN: usize = scaled(2 * MIB, 64 * KIB);
 
@@ -736,7 +734,7 @@ fn deterministic_small_blocks_only() {
     let f = ViaBytes(&a);
     let mut rng = XorShift::new(99);
     let mut m = Model::new(&f);
-    for _ in 0..scaled(20_000, 250) {
+    for _ in 0..scaled(20_000, 150) {
         let op = match rng.below(5) {
             0..=1 => Op::Alloc {
                 size: rng.range(0, 48),

@@ -269,15 +269,18 @@ fn cross_thread_frees_are_accounted() {
     });
     assert!(a.stats().bytes_in_use >= 8 * blocks.len());
     thread::scope(|s| {
+        let mut handles = Vec::new();
         for chunk in blocks.chunks(blocks.len() / 3 + 1) {
             let a = &a;
-            s.spawn(move || {
+            handles.push(s.spawn(move || {
                 for b in chunk {
                     // SAFETY: each block is live and freed once.
                     unsafe { a.deallocate_bytes(b.0) };
                 }
-            });
+            }));
         }
+        // By handle, so the exit hooks have run before `a` is dropped.
+        join_all(handles);
     });
     a.collect();
     let s = a.stats();

@@ -15,6 +15,7 @@
 //!     median time and RSS per allocator, checksums compared
 //! optionally: callgrind instruction counts of pair32
 //! render report::Report → BENCHMARKS.md (keeping bench/ldpreload.sh's section)
+//!                        → BENCHMARKS.svg next to it (chart::svg)
 //! ```
 //!
 //! A child that crashes, fails or exceeds `--timeout` is recorded as failed
@@ -29,6 +30,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::chart;
 use crate::report::{self, CallgrindReport, CallgrindRow, CaseReport, Report, Row, Stats};
 use crate::workloads;
 
@@ -58,6 +60,19 @@ pub const SUITE: &[Case] = &[
     case("larson-t2", "larson", 2),
     case("xmalloc-t2", "xmalloc", 2),
     case("xmalloc-t4", "xmalloc", 4),
+    case("cache-scratch-t2", "cache-scratch", 2),
+    case("cache-thrash-t2", "cache-thrash", 2),
+    case("alloc-test-t1", "alloc-test", 1),
+    case("alloc-test-t2", "alloc-test", 2),
+    case("sh6bench-t1", "sh6bench", 1),
+    case("sh6bench-t2", "sh6bench", 2),
+    case("sh8bench-t2", "sh8bench", 2),
+    case("glibc-simple", "glibc-simple", 1),
+    case("glibc-thread-t1", "glibc-thread", 1),
+    case("glibc-thread-t2", "glibc-thread", 2),
+    case("rptest-t1", "rptest", 1),
+    case("rptest-t2", "rptest", 2),
+    case("cfrac", "cfrac", 1),
     case("mstress-t1", "mstress", 1),
     case("mstress-t2", "mstress", 2),
     case("vec-push", "vec-push", 1),
@@ -339,6 +354,7 @@ fn run(opts: &Options, args: &[String]) -> Result<(), String> {
         note: opts.note.clone(),
         total_secs: 0.0,
         callgrind: None,
+        chart: None,
         cases: Vec::new(),
     };
 
@@ -360,7 +376,6 @@ fn run(opts: &Options, args: &[String]) -> Result<(), String> {
     report.total_secs = started.elapsed().as_secs_f64();
     eprintln!("done in {:.0} s", report.total_secs);
 
-    let text = report::render(&report);
     let whole_suite = opts.filters.is_empty() && opts.timing;
     let out = match (&opts.out, whole_suite) {
         _ if !opts.write => None,
@@ -368,6 +383,28 @@ fn run(opts: &Options, args: &[String]) -> Result<(), String> {
         (None, true) => Some(repo_root().join("BENCHMARKS.md")),
         (None, false) => None,
     };
+    // The chart goes next to the report, with its name and `.svg`.
+    if let Some(dir) = out.as_ref().and_then(|p| p.parent()) {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+    }
+    if let Some(path) = out.as_ref().filter(|_| !report.cases.is_empty()) {
+        let svg_path = path.with_extension("svg");
+        match chart::svg(&report) {
+            Ok(svg) => {
+                std::fs::write(&svg_path, svg)
+                    .map_err(|e| format!("cannot write {}: {e}", svg_path.display()))?;
+                eprintln!("wrote {}", svg_path.display());
+                report.chart = svg_path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned());
+            }
+            Err(e) => eprintln!("warning: no chart: {e}"),
+        }
+    }
+    let text = report::render(&report);
     match out {
         Some(path) => {
             // bench/ldpreload.sh's section (C programs under LD_PRELOAD)

@@ -19,8 +19,10 @@
 //! code ([`workloads`]). A child prints one machine-readable `RESULT` line
 //! ([`child`]); the driver ([`driver`]) repeats runs, takes medians, measures
 //! peak RSS from the kernel's `ru_maxrss`, optionally counts instructions with
-//! callgrind, and writes the markdown report ([`report`]).
+//! callgrind, and writes the markdown report ([`report`]) and, next to it,
+//! an SVG chart of the ratios to mimalloc ([`chart`]).
 
+pub mod chart;
 pub mod child;
 pub mod driver;
 pub mod report;

@@ -97,6 +97,9 @@ pub struct Report {
     pub total_secs: f64,
     /// Instruction counts, if measured.
     pub callgrind: Option<CallgrindReport>,
+    /// The chart's file name ([`crate::chart`]), relative to the report,
+    /// when one is written next to it.
+    pub chart: Option<String>,
     /// Timing results.
     pub cases: Vec<CaseReport>,
 }
@@ -293,6 +296,14 @@ pub fn render(report: &Report) -> String {
 
     if !report.cases.is_empty() {
         let _ = writeln!(out, "## Summary\n");
+        if let Some(chart) = &report.chart {
+            let _ = writeln!(
+                out,
+                "![Time and peak RSS of every allocator relative to {0}, per workload \
+                 (log scale; bars left of the {0} line are better)]({chart})\n",
+                report.baseline
+            );
+        }
         ratio_matrix(
             &mut out,
             report,

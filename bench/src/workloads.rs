@@ -24,7 +24,11 @@
 //!
 //! ```text
 //! single-threaded micro   pair32 (+ pair32-baseline, the same loop without an allocator)
-//! threads, remote frees   larson (1, 2 threads), xmalloc (2, 4), mstress (1, 2)
+//! threads, remote frees   larson (1, 2 threads), xmalloc (2, 4), mstress (1, 2),
+//!                         sh8bench (2), rptest (1, 2)
+//! false sharing           cache-scratch (2), cache-thrash (2)
+//! random and fixed sizes  alloc-test (1, 2), sh6bench (1, 2), glibc-simple,
+//!                         glibc-thread (1, 2), cfrac (bignum churn)
 //! Rust collections        vec-push, string-build, hashmap-churn, btreemap-churn,
 //!                         box-tree, json-like
 //! sizes and RSS           malloc-large (64 KiB..8 MiB), waves (peak, then RSS after free)
@@ -38,7 +42,8 @@ use std::fmt::Write as _;
 use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::hint::black_box;
 use std::ptr::NonNull;
-use std::sync::{mpsc, Mutex};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -144,6 +149,69 @@ pub const WORKLOADS: &[Workload] = &[
         unit: "block",
         threads: Threads::Pairs,
         run: xmalloc,
+    },
+    Workload {
+        name: "cache-scratch",
+        about: "Hoard's cache-scratch: 8-byte objects, each byte written 50000 times, the first handed from the main thread and freed by the worker (passive false sharing)",
+        unit: "object",
+        threads: Threads::Any,
+        run: cache_scratch,
+    },
+    Workload {
+        name: "cache-thrash",
+        about: "Hoard's cache-thrash: 8-byte objects, each byte written 50000 times by every thread on its own (active false sharing)",
+        unit: "object",
+        threads: Threads::Any,
+        run: cache_thrash,
+    },
+    Workload {
+        name: "alloc-test",
+        about: "random slots of 8192 per thread freed or filled, sizes 8 B..4 KiB (1/64 up to 64 KiB)",
+        unit: "alloc or free",
+        threads: Threads::Any,
+        run: alloc_test,
+    },
+    Workload {
+        name: "sh6bench",
+        about: "SmartHeap-style batches of 512 blocks (1..1000 B): half freed LIFO and reallocated, then freed FIFO / LIFO",
+        unit: "block",
+        threads: Threads::Any,
+        run: sh6bench,
+    },
+    Workload {
+        name: "sh8bench",
+        about: "sh6bench's batches, but half of every batch is freed by the next thread",
+        unit: "block",
+        threads: Threads::Any,
+        run: sh8bench,
+    },
+    Workload {
+        name: "glibc-simple",
+        about: "glibc's bench-malloc-simple: batches of 25..1600 blocks of 16..1024 B, freed in order",
+        unit: "pair",
+        threads: Threads::One,
+        run: glibc_simple,
+    },
+    Workload {
+        name: "glibc-thread",
+        about: "glibc's bench-malloc-thread: 1024 live blocks per thread replaced at random, sizes 4 B..32 KiB inverse-square",
+        unit: "replacement",
+        threads: Threads::Any,
+        run: glibc_thread,
+    },
+    Workload {
+        name: "rptest",
+        about: "rpmalloc's benchmark: batches of 1000 blocks (8 B..16 KiB), 100 replaced, every other batch freed by the next thread",
+        unit: "block",
+        threads: Threads::Any,
+        run: rptest,
+    },
+    Workload {
+        name: "cfrac",
+        about: "bignum churn like cfrac: continued-fraction convergents on Vec<u32> numbers, every result a new vector",
+        unit: "step",
+        threads: Threads::One,
+        run: cfrac,
     },
     Workload {
         name: "vec-push",
@@ -1029,6 +1097,584 @@ fn waves(p: &Params) -> Outcome {
     out
 }
 
+// ---------------------------------------------------------------------------
+// Rings of threads handing batches of blocks on
+
+/// Batches in flight to one thread of a ring before its predecessor waits.
+const RING_QUEUE: usize = 4;
+
+/// One thread's ends of a [`ring`]: the sender to the next thread and its
+/// own receiver.
+type RingEnds = (SyncSender<Vec<Block>>, Receiver<Vec<Block>>);
+
+/// A ring of `t` bounded channels: thread `i` gets the sender to thread
+/// `i + 1` (mod `t`; with one thread, to itself) and its own receiver.
+fn ring(t: usize) -> Vec<RingEnds> {
+    let (mut senders, receivers): (Vec<_>, Vec<_>) = (0..t)
+        .map(|_| mpsc::sync_channel::<Vec<Block>>(RING_QUEUE))
+        .unzip();
+    senders.rotate_left(1);
+    senders.into_iter().zip(receivers).collect()
+}
+
+/// Sends `batch` on in a [`ring`]. While the next thread's queue is full,
+/// frees what the previous thread sent: so a fast thread cannot pile up
+/// blocks for a slow one (the peak RSS would measure the scheduler), and two
+/// threads never wait on each other.
+fn ring_send(tx: &SyncSender<Vec<Block>>, rx: &Receiver<Vec<Block>>, mut batch: Vec<Block>) {
+    loop {
+        match tx.try_send(batch) {
+            Ok(()) => return,
+            Err(TrySendError::Full(back)) => {
+                batch = back;
+                match rx.try_recv() {
+                    Ok(incoming) => drop(incoming),
+                    Err(_) => thread::yield_now(),
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => panic!("the next thread of the ring is gone"),
+        }
+    }
+}
+
+/// The end of a thread's part in a [`ring`]: stops sending, then frees what
+/// comes in until every sender (its own included) is gone.
+fn ring_finish(tx: SyncSender<Vec<Block>>, rx: Receiver<Vec<Block>>) {
+    drop(tx);
+    for batch in rx {
+        drop(batch);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// cache-scratch and cache-thrash (false sharing)
+
+/// Objects each thread allocates, hammers and frees, at scale 1.
+const CACHE_BASE: u64 = 1500;
+/// Object size: a few objects of this size share one cache line.
+const CACHE_OBJ_SIZE: usize = 8;
+/// Rounds of writes (and reads back) of every byte of each object. Big on
+/// purpose: the allocator is called rarely, what it decides is *where* the
+/// objects go, and objects of two threads on one cache line make every
+/// write a cache-line transfer between cores.
+const CACHE_WRITES: u64 = 50_000;
+
+/// A small object from the global allocator, hammered with writes.
+struct Scratch(NonNull<u8>);
+
+// SAFETY: a `Scratch` owns its memory exclusively (like `Box<[u8; N]>`),
+// and the global allocator accepts frees from any thread.
+unsafe impl Send for Scratch {}
+
+impl Scratch {
+    fn layout() -> Layout {
+        block_layout(CACHE_OBJ_SIZE)
+    }
+
+    fn new() -> Self {
+        let layout = Self::layout();
+        // SAFETY: the layout is not zero-sized.
+        let raw = unsafe { alloc(layout) };
+        match NonNull::new(black_box(raw)) {
+            Some(p) => Self(p),
+            None => handle_alloc_error(layout),
+        }
+    }
+
+    /// `rounds` volatile writes and reads of every byte; the sum of the
+    /// bytes read.
+    fn hammer(&mut self, rounds: u64) -> u64 {
+        let p = self.0.as_ptr();
+        let mut sum = 0u64;
+        for k in 0..rounds {
+            for j in 0..CACHE_OBJ_SIZE {
+                // SAFETY: `j < CACHE_OBJ_SIZE`, the object's size; it is
+                // live and ours.
+                unsafe {
+                    p.add(j).write_volatile((k as usize + j) as u8);
+                    sum += u64::from(p.add(j).read_volatile());
+                }
+            }
+        }
+        sum
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { dealloc(self.0.as_ptr(), Self::layout()) };
+    }
+}
+
+/// The loop of both cache workloads: `n` objects allocated, hammered and
+/// freed one after the other.
+fn cache_loop(n: u64) -> u64 {
+    let mut sum = 0u64;
+    for _ in 0..n {
+        let mut obj = Scratch::new();
+        sum = sum.wrapping_add(obj.hammer(CACHE_WRITES));
+    }
+    sum
+}
+
+/// Hoard's cache-scratch: the main thread allocates one object per thread
+/// (neighbours, so probably on one cache line) and hands object `i` to
+/// thread `i`, which frees it and then runs the loop. An allocator that
+/// gives the freed neighbours back to the threads that freed them sets up
+/// *passive* false sharing: the threads' objects share a cache line.
+fn cache_scratch(p: &Params) -> Outcome {
+    let n = p.count(CACHE_BASE);
+    let mut handed: Vec<Scratch> = (0..p.threads).map(|_| Scratch::new()).collect();
+    for obj in &mut handed {
+        obj.hammer(1);
+    }
+    let sum: u64 = thread::scope(|s| {
+        let handles: Vec<_> = handed
+            .into_iter()
+            .map(|obj| {
+                s.spawn(move || {
+                    drop(obj);
+                    cache_loop(n)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("cache-scratch thread"))
+            .fold(0, u64::wrapping_add)
+    });
+    Outcome::new(n * p.threads as u64, sum)
+}
+
+/// Hoard's cache-thrash: every thread runs the loop on its own. An
+/// allocator that hands neighbouring small objects to different threads
+/// causes *active* false sharing.
+fn cache_thrash(p: &Params) -> Outcome {
+    let n = p.count(CACHE_BASE);
+    let sum: u64 = thread::scope(|s| {
+        let handles: Vec<_> = (0..p.threads)
+            .map(|_| s.spawn(move || cache_loop(n)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("cache-thrash thread"))
+            .fold(0, u64::wrapping_add)
+    });
+    Outcome::new(n * p.threads as u64, sum)
+}
+
+// ---------------------------------------------------------------------------
+// alloc-test
+
+/// Operations per thread at scale 1.
+const ALLOC_TEST_BASE: u64 = 6_000_000;
+/// Slots per thread; about half are live in steady state.
+const ALLOC_TEST_SLOTS: usize = 1 << 13;
+/// One allocation in this many is 4..64 KiB, the rest 8 B..4 KiB.
+const ALLOC_TEST_BIG_ONE_IN: u64 = 64;
+
+/// A random slot is freed if live, filled if empty: random sizes in random
+/// order, each thread on its own (the ITHare/OLogN alloc-test's pattern).
+fn alloc_test(p: &Params) -> Outcome {
+    let n = p.count(ALLOC_TEST_BASE);
+    let sum: u64 = thread::scope(|s| {
+        let handles: Vec<_> = (0..p.threads)
+            .map(|i| {
+                s.spawn(move || {
+                    let mut rng = Rng::new(0xa1_7e57 + i as u64);
+                    let mut slots: Vec<Option<Block>> =
+                        (0..ALLOC_TEST_SLOTS).map(|_| None).collect();
+                    let mut sum = 0u64;
+                    for _ in 0..n {
+                        let j = rng.below(ALLOC_TEST_SLOTS as u64) as usize;
+                        match slots[j].take() {
+                            Some(b) => sum = sum.wrapping_add(b.size() as u64),
+                            None => {
+                                let size = if rng.one_in(ALLOC_TEST_BIG_ONE_IN) {
+                                    rng.log_uniform(4 << 10, 64 << 10)
+                                } else {
+                                    rng.log_uniform(8, 4 << 10)
+                                };
+                                slots[j] = Some(Block::new(size));
+                            }
+                        }
+                    }
+                    sum
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("alloc-test thread"))
+            .fold(0, u64::wrapping_add)
+    });
+    Outcome::new(n * p.threads as u64, sum)
+}
+
+// ---------------------------------------------------------------------------
+// sh6bench and sh8bench
+
+/// Rounds per thread at scale 1.
+const SH_BASE: u64 = 10_000;
+/// Blocks per batch.
+const SH_BATCH: usize = 512;
+/// Sizes are uniform in `1..SH_MAX_SIZE`.
+const SH_MAX_SIZE: usize = 1000;
+
+fn sh_block(rng: &mut Rng, sum: &mut u64) -> Block {
+    let size = rng.range(1, SH_MAX_SIZE);
+    *sum = sum.wrapping_add(size as u64);
+    Block::new(size)
+}
+
+/// One round of the SmartHeap pattern on a fresh batch; returns the blocks
+/// of odd index, still live (the caller frees them, or has another thread
+/// free them).
+///
+/// 1. allocate a batch of blocks of various sizes;
+/// 2. free its second half newest first (LIFO), and allocate it again;
+/// 3. free the blocks of even index oldest first (FIFO), so the frees of
+///    the batch as a whole are out of order.
+fn sh_round(rng: &mut Rng, sum: &mut u64) -> Vec<Block> {
+    let mut batch: Vec<Block> = (0..SH_BATCH).map(|_| sh_block(rng, sum)).collect();
+    while batch.len() > SH_BATCH / 2 {
+        drop(batch.pop());
+    }
+    while batch.len() < SH_BATCH {
+        batch.push(sh_block(rng, sum));
+    }
+    let mut odd = Vec::with_capacity(SH_BATCH / 2);
+    for (i, b) in batch.into_iter().enumerate() {
+        if i % 2 == 1 {
+            odd.push(b);
+        }
+    }
+    odd
+}
+
+/// sh6bench: rounds of [`sh_round`], the odd blocks freed newest first
+/// before the next round; every thread on its own.
+fn sh6bench(p: &Params) -> Outcome {
+    let n = p.count(SH_BASE);
+    let sum: u64 = thread::scope(|s| {
+        let handles: Vec<_> = (0..p.threads)
+            .map(|i| {
+                s.spawn(move || {
+                    let mut rng = Rng::new(0x56_0000 + i as u64);
+                    let mut sum = 0u64;
+                    for _ in 0..n {
+                        let mut odd = sh_round(&mut rng, &mut sum);
+                        while let Some(b) = odd.pop() {
+                            drop(b);
+                        }
+                    }
+                    sum
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("sh6bench thread"))
+            .fold(0, u64::wrapping_add)
+    });
+    Outcome::new(n * p.threads as u64 * SH_BATCH as u64 * 3 / 2, sum)
+}
+
+/// sh8bench: [`sh_round`] too, but the odd blocks of a round go to the next
+/// thread (a ring), which frees them when it starts its next round.
+fn sh8bench(p: &Params) -> Outcome {
+    let t = p.threads;
+    let n = p.count(SH_BASE);
+    let sum: u64 = thread::scope(|s| {
+        let handles: Vec<_> = ring(t)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (tx, rx))| {
+                s.spawn(move || {
+                    let mut rng = Rng::new(0x58_0000 + i as u64);
+                    let mut sum = 0u64;
+                    for _ in 0..n {
+                        while let Ok(batch) = rx.try_recv() {
+                            drop(batch);
+                        }
+                        let odd = sh_round(&mut rng, &mut sum);
+                        ring_send(&tx, &rx, odd);
+                    }
+                    ring_finish(tx, rx);
+                    sum
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("sh8bench thread"))
+            .fold(0, u64::wrapping_add)
+    });
+    Outcome::new(n * t as u64 * SH_BATCH as u64 * 3 / 2, sum)
+}
+
+// ---------------------------------------------------------------------------
+// glibc-simple and glibc-thread
+
+/// Pairs (alloc + free) per size and batch length at scale 1.
+const GLIBC_SIMPLE_BASE: u64 = 1_000_000;
+/// The block sizes, each run with every batch length.
+const GLIBC_SIMPLE_SIZES: [usize; 4] = [16, 64, 256, 1024];
+/// Blocks allocated before they are all freed, oldest first.
+const GLIBC_SIMPLE_BATCHES: [usize; 4] = [25, 100, 400, 1600];
+
+/// glibc's bench-malloc-simple: for each fixed size and batch length,
+/// allocate a batch, free it in allocation order, many times over.
+fn glibc_simple(p: &Params) -> Outcome {
+    let n = p.count(GLIBC_SIMPLE_BASE);
+    let mut sum = 0u64;
+    let mut ops = 0u64;
+    let mut batch = Vec::with_capacity(GLIBC_SIMPLE_BATCHES[3]);
+    for size in GLIBC_SIMPLE_SIZES {
+        for len in GLIBC_SIMPLE_BATCHES {
+            let rounds = n.div_ceil(len as u64);
+            for _ in 0..rounds {
+                batch.extend((0..len).map(|_| Block::new(size)));
+                sum = sum.wrapping_add(black_box(&batch).len() as u64 * size as u64);
+                batch.clear();
+            }
+            ops += rounds * len as u64;
+        }
+    }
+    Outcome::new(ops, sum)
+}
+
+/// Replacements per thread at scale 1.
+const GLIBC_THREAD_BASE: u64 = 10_000_000;
+/// Live blocks per thread.
+const GLIBC_THREAD_SLOTS: usize = 1024;
+/// Pre-drawn block sizes (as glibc draws them once, up front).
+const GLIBC_THREAD_SIZES: usize = 8000;
+/// Sizes follow an inverse-square distribution over this range.
+const GLIBC_THREAD_RANGE: (f64, f64) = (4.0, 32768.0);
+
+/// glibc's bench-malloc-thread: every thread replaces a random one of its
+/// live blocks with one of a size drawn from an inverse-square
+/// distribution (mostly tens of bytes, sometimes kilobytes).
+fn glibc_thread(p: &Params) -> Outcome {
+    let n = p.count(GLIBC_THREAD_BASE);
+    let (lo, hi) = GLIBC_THREAD_RANGE;
+    let mut rng = Rng::new(0x61_bc00);
+    // Inverse transform of the density ∝ 1/size² on [lo, hi).
+    let sizes: Vec<usize> = (0..GLIBC_THREAD_SIZES)
+        .map(|_| {
+            let u = rng.below(1 << 53) as f64 / (1u64 << 53) as f64;
+            (1.0 / (1.0 / lo - u * (1.0 / lo - 1.0 / hi))) as usize
+        })
+        .collect();
+    let sizes = &sizes;
+    let sum: u64 = thread::scope(|s| {
+        let handles: Vec<_> = (0..p.threads)
+            .map(|i| {
+                s.spawn(move || {
+                    let mut rng = Rng::new(0x61_bc10 + i as u64);
+                    let mut slots: Vec<Option<Block>> =
+                        (0..GLIBC_THREAD_SLOTS).map(|_| None).collect();
+                    let mut sum = 0u64;
+                    for _ in 0..n {
+                        let j = rng.below(GLIBC_THREAD_SLOTS as u64) as usize;
+                        let size = sizes[rng.below(GLIBC_THREAD_SIZES as u64) as usize];
+                        sum = sum.wrapping_add(size as u64);
+                        slots[j] = None;
+                        slots[j] = Some(Block::new(size));
+                    }
+                    sum
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("glibc-thread thread"))
+            .fold(0, u64::wrapping_add)
+    });
+    Outcome::new(n * p.threads as u64, sum)
+}
+
+// ---------------------------------------------------------------------------
+// rptest
+
+/// Rounds per thread at scale 1.
+const RPTEST_BASE: u64 = 4000;
+/// Blocks allocated per round.
+const RPTEST_BLOCKS: usize = 1000;
+/// Blocks replaced at random per round, after the batch is allocated.
+const RPTEST_OPS: usize = 100;
+/// Sizes are log-uniform in this range.
+const RPTEST_SIZES: (usize, usize) = (8, 16 << 10);
+/// Every this many rounds, the batch goes to the next thread to free.
+const RPTEST_CROSS_RATE: u64 = 2;
+
+/// rpmalloc's benchmark: per round, allocate a batch of random sizes,
+/// replace some of its blocks, then free the batch, in random order, or
+/// (every other round) hand it to the next thread (a ring), which frees it
+/// at the start of its next round.
+fn rptest(p: &Params) -> Outcome {
+    let t = p.threads;
+    let n = p.count(RPTEST_BASE);
+    let sum: u64 = thread::scope(|s| {
+        let handles: Vec<_> = ring(t)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (tx, rx))| {
+                s.spawn(move || {
+                    let mut rng = Rng::new(0x29_0000 + i as u64);
+                    let (lo, hi) = RPTEST_SIZES;
+                    let mut sum = 0u64;
+                    for round in 0..n {
+                        while let Ok(batch) = rx.try_recv() {
+                            drop(batch);
+                        }
+                        let mut batch: Vec<Block> = (0..RPTEST_BLOCKS)
+                            .map(|_| {
+                                let size = rng.log_uniform(lo, hi);
+                                sum = sum.wrapping_add(size as u64);
+                                Block::new(size)
+                            })
+                            .collect();
+                        for _ in 0..RPTEST_OPS {
+                            let j = rng.below(RPTEST_BLOCKS as u64) as usize;
+                            let size = rng.log_uniform(lo, hi);
+                            sum = sum.wrapping_add(size as u64);
+                            batch[j] = Block::new(size);
+                        }
+                        if round % RPTEST_CROSS_RATE == RPTEST_CROSS_RATE - 1 {
+                            ring_send(&tx, &rx, batch);
+                        } else {
+                            rng.shuffle(&mut batch);
+                            drop(batch);
+                        }
+                    }
+                    ring_finish(tx, rx);
+                    sum
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rptest thread"))
+            .fold(0, u64::wrapping_add)
+    });
+    Outcome::new(n * t as u64 * (RPTEST_BLOCKS + RPTEST_OPS) as u64, sum)
+}
+
+// ---------------------------------------------------------------------------
+// cfrac (bignum churn)
+
+/// Rounds at scale 1.
+const CFRAC_BASE: u64 = 24000;
+/// Steps of the recurrence per round: the numbers grow to about
+/// `steps × 10` bits (some 20 limbs), then the round starts over.
+const CFRAC_STEPS: u64 = 64;
+/// The odd prime the products are reduced by.
+const CFRAC_MODULUS: u32 = 1_000_003;
+
+/// An arbitrary-precision natural number: little-endian 32-bit limbs, no
+/// leading zero limbs (zero is the empty vector). Every operation returns a
+/// new one, as cfrac's bignum library does: many small, short-lived blocks.
+type Big = Vec<u32>;
+
+fn big_trim(mut a: Big) -> Big {
+    while a.last() == Some(&0) {
+        a.pop();
+    }
+    a
+}
+
+fn big_add(a: &[u32], b: &[u32]) -> Big {
+    let (long, short) = if a.len() >= b.len() { (a, b) } else { (b, a) };
+    let mut out = Vec::with_capacity(long.len() + 1);
+    let mut carry = 0u64;
+    for (i, &x) in long.iter().enumerate() {
+        let y = short.get(i).copied().unwrap_or(0);
+        let s = u64::from(x) + u64::from(y) + carry;
+        out.push(s as u32);
+        carry = s >> 32;
+    }
+    if carry > 0 {
+        out.push(carry as u32);
+    }
+    out
+}
+
+fn big_mul_small(a: &[u32], m: u32) -> Big {
+    let mut out = Vec::with_capacity(a.len() + 1);
+    let mut carry = 0u64;
+    for &x in a {
+        let p = u64::from(x) * u64::from(m) + carry;
+        out.push(p as u32);
+        carry = p >> 32;
+    }
+    if carry > 0 {
+        out.push(carry as u32);
+    }
+    big_trim(out)
+}
+
+fn big_mul(a: &[u32], b: &[u32]) -> Big {
+    if a.is_empty() || b.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![0u32; a.len() + b.len()];
+    for (i, &x) in a.iter().enumerate() {
+        let mut carry = 0u64;
+        for (j, &y) in b.iter().enumerate() {
+            let t = u64::from(x) * u64::from(y) + u64::from(out[i + j]) + carry;
+            out[i + j] = t as u32;
+            carry = t >> 32;
+        }
+        out[i + b.len()] = carry as u32;
+    }
+    big_trim(out)
+}
+
+/// (a / d, a % d) for a one-limb divisor `d > 0`.
+fn big_divrem_small(a: &[u32], d: u32) -> (Big, u32) {
+    let mut q = vec![0u32; a.len()];
+    let mut rem = 0u64;
+    for (i, &x) in a.iter().enumerate().rev() {
+        let cur = (rem << 32) | u64::from(x);
+        q[i] = (cur / u64::from(d)) as u32;
+        rem = cur % u64::from(d);
+    }
+    (big_trim(q), rem as u32)
+}
+
+/// Continued-fraction convergents with random partial quotients, as cfrac
+/// computes them: `p = a·p₁ + p₂` and `q = a·q₁ + q₂` each step, their
+/// product, and the product's quotient and remainder by a small prime,
+/// every intermediate a fresh vector dropped a step or two later.
+fn cfrac(p: &Params) -> Outcome {
+    let rounds = p.count(CFRAC_BASE);
+    let mut rng = Rng::new(0xcf_4ac0);
+    let (mut ops, mut sum) = (0u64, 0u64);
+    for _ in 0..rounds {
+        let (mut p1, mut p2): (Big, Big) = (vec![1], Vec::new());
+        let (mut q1, mut q2): (Big, Big) = (Vec::new(), vec![1]);
+        for _ in 0..CFRAC_STEPS {
+            let a = rng.range(1, 1024) as u32;
+            let p0 = big_add(&big_mul_small(&p1, a), &p2);
+            let q0 = big_add(&big_mul_small(&q1, a), &q2);
+            let pq = big_mul(&p0, &q0);
+            let (quo, rem) = big_divrem_small(&pq, CFRAC_MODULUS);
+            sum = sum
+                .wrapping_mul(31)
+                .wrapping_add(u64::from(rem))
+                .wrapping_add(quo.len() as u64);
+            p2 = std::mem::replace(&mut p1, p0);
+            q2 = std::mem::replace(&mut q1, q0);
+            ops += 1;
+        }
+        sum = sum.wrapping_add(u64::from(big_divrem_small(&p1, CFRAC_MODULUS).1));
+    }
+    Outcome::new(ops, sum)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1051,6 +1697,42 @@ mod tests {
             assert!(a.ops > 0, "{} did nothing", w.name);
             assert_eq!(a.ops, b.ops, "{}", w.name);
             assert_eq!(a.checksum, b.checksum, "{}", w.name);
+        }
+    }
+
+    /// The ring workloads with one thread, which hands batches to itself.
+    #[test]
+    fn rings_of_one_thread() {
+        for name in ["sh8bench", "rptest"] {
+            let w = find(name).expect("known workload");
+            let p = Params {
+                threads: 1,
+                scale: 0.002,
+                count: None,
+            };
+            assert!((w.run)(&p).ops > 0, "{name}");
+        }
+    }
+
+    /// cfrac's arithmetic against u128.
+    #[test]
+    fn bignum_matches_u128() {
+        fn big(x: u128) -> Big {
+            big_trim((0..4).map(|i| (x >> (32 * i)) as u32).collect())
+        }
+        let mut rng = Rng::new(5);
+        for _ in 0..1000 {
+            let a = u128::from(rng.next_u64() >> rng.below(64));
+            let b = u128::from(rng.next_u64() >> rng.below(64));
+            let m = (rng.next_u64() as u32).max(1);
+            assert_eq!(big_add(&big(a), &big(b)), big(a + b));
+            assert_eq!(big_mul(&big(a), &big(b)), big(a * b));
+            assert_eq!(big_mul_small(&big(a), m), big(a * u128::from(m)));
+            let (q, r) = big_divrem_small(&big(a * b), m);
+            assert_eq!(
+                (q, u128::from(r)),
+                (big(a * b / u128::from(m)), a * b % u128::from(m))
+            );
         }
     }
 

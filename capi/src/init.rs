@@ -1,9 +1,9 @@
-//! Process-level hooks: the load-time constructor, `pthread_atfork`
-//! handlers, and the `RULLOC_SHOW_STATS` report at exit.
+//! Process-level hooks: the load-time constructor and the
+//! `RULLOC_SHOW_STATS` report at exit.
 //!
 //! ```text
 //!   ld.so loads librulloc ─▶ .init_array ─▶ init()
-//!                                            ├─ pthread_atfork(prepare, parent, child)
+//!                                            ├─ RULLOC_HUGE_PAGES=0? ─▶ Rulloc::set_huge_pages(false)
 //!                                            ├─ RULLOC_PURGE_DELAY_MS=n? ─▶ ALLOC.set_purge_delay_ms(n)
 //!                                            └─ RULLOC_SHOW_STATS set? ─▶ atexit(show_stats)
 //! ```
@@ -14,10 +14,13 @@
 //! member that defines `malloc` is the one that carries it: a linker only
 //! pulls in members that define a needed symbol.
 //! It may already find earlier `malloc` calls made by the dynamic loader;
-//! that is fine, the allocator needs no initialisation. Registering the fork
-//! handlers early also gives the right order: `prepare` handlers run in
-//! reverse registration order, so ours runs *after* those of libraries loaded
-//! later (which may still allocate), and our `child` handler runs first.
+//! that is fine, the allocator needs no initialisation.
+//!
+//! Fork safety needs nothing here: the allocator core registers its own
+//! `pthread_atfork` handlers on the first allocation (see `src/fork.rs`),
+//! which is early in the process, so its `prepare` handler runs *after*
+//! those of libraries loaded later (which may still allocate), and its
+//! `child` handler runs first.
 
 use core::ffi::c_char;
 use core::fmt::{self, Write};
@@ -36,16 +39,14 @@ const SHOW_STATS_VAR: &core::ffi::CStr = c"RULLOC_SHOW_STATS";
 /// resident before they are given back to the OS (default 10).
 const PURGE_DELAY_VAR: &core::ffi::CStr = c"RULLOC_PURGE_DELAY_MS";
 
+/// The environment variable that, set to `0`, stops segments from asking
+/// for transparent huge pages (see `rulloc::Rulloc::set_huge_pages`).
+const HUGE_PAGES_VAR: &core::ffi::CStr = c"RULLOC_HUGE_PAGES";
+
 /// The load-time constructor (see the module docs); idempotent.
 pub(crate) extern "C" fn init() {
     if INITIALISED.swap(true, Ordering::Relaxed) {
         return;
-    }
-    // SAFETY: the handlers are `extern "C" fn()` that never unwind.
-    let rc =
-        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
-    if rc != 0 {
-        sys::fatal("pthread_atfork failed: fork() would not be safe");
     }
     // SAFETY: the name is NUL-terminated; constructors run single-threaded,
     // so nobody modifies the environment concurrently.
@@ -53,6 +54,12 @@ pub(crate) extern "C" fn init() {
     // SAFETY: `getenv` returns null or a NUL-terminated string.
     if let Some(delay_ms) = unsafe { parse_decimal(delay) } {
         ALLOC.set_purge_delay_ms(delay_ms);
+    }
+    // SAFETY: as above.
+    let huge_pages = unsafe { libc::getenv(HUGE_PAGES_VAR.as_ptr()) };
+    // SAFETY: `getenv` returns null or a NUL-terminated string.
+    if unsafe { parse_decimal(huge_pages) } == Some(0) {
+        rulloc::Rulloc::set_huge_pages(false);
     }
     // SAFETY: as above.
     let value = unsafe { libc::getenv(SHOW_STATS_VAR.as_ptr()) };
@@ -102,18 +109,6 @@ unsafe fn wants_report(value: *const c_char) -> bool {
     // SAFETY: `value` is a NUL-terminated string (the caller's guarantee).
     let value = unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes();
     !value.is_empty() && value != b"0"
-}
-
-extern "C" fn fork_prepare() {
-    ALLOC.fork_prepare();
-}
-
-extern "C" fn fork_parent() {
-    ALLOC.fork_parent();
-}
-
-extern "C" fn fork_child() {
-    ALLOC.fork_child();
 }
 
 /// Size of the stack buffer the exit report is formatted into; longer

@@ -93,10 +93,10 @@
 //!   `#![no_builtins]` so that LLVM never treats our own `malloc`, `calloc`
 //!   or `free` as the C library's (e.g. turning an allocation plus a
 //!   `memset` inside `calloc` into a call to `calloc`).
-//! * **Fork safety**: a constructor registers `pthread_atfork` handlers
-//!   calling [`rulloc::Rulloc::fork_prepare`] / `fork_parent` /
-//!   `fork_child`, so a child forked while other threads allocate gets a
-//!   consistent allocator.
+//! * **Fork safety**: the core registers `pthread_atfork` handlers on the
+//!   first allocation (they call [`rulloc::Rulloc::fork_prepare`] /
+//!   `fork_parent` / `fork_child` for every live instance), so a child
+//!   forked while other threads allocate gets a consistent allocator.
 #![cfg_attr(target_os = "linux", no_builtins)]
 
 #[cfg(target_os = "linux")]

@@ -58,16 +58,3 @@ pub(crate) fn write_all(fd: c_int, mut bytes: &[u8]) {
         }
     }
 }
-
-/// Reports an unrecoverable state on stderr in one line and aborts.
-///
-/// Used instead of `panic!`, which would try to unwind through C frames and
-/// allocate a message.
-#[cold]
-pub(crate) fn fatal(msg: &str) -> ! {
-    write_all(2, b"rulloc: fatal: ");
-    write_all(2, msg.as_bytes());
-    write_all(2, b"\n");
-    // SAFETY: `abort` has no preconditions.
-    unsafe { libc::abort() }
-}

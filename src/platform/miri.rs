@@ -60,3 +60,15 @@ pub(crate) unsafe fn protect_none(_ptr: NonNull<u8>, _size: usize) -> bool {
     // Miri reports any access that is out of bounds anyway.
     true
 }
+
+/// No `fork` here: nothing to protect.
+pub(crate) fn register_fork_handlers(
+    _prepare: extern "C" fn(),
+    _parent: extern "C" fn(),
+    _child: extern "C" fn(),
+) -> bool {
+    true
+}
+
+/// No transparent huge pages to ask for here.
+pub(crate) unsafe fn advise_huge_pages(_ptr: NonNull<u8>, _size: usize) {}

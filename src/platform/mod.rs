@@ -156,3 +156,36 @@ pub(crate) unsafe fn protect_none(ptr: NonNull<u8>, size: usize) -> bool {
     // SAFETY: forwarded from the caller.
     unsafe { backend::protect_none(ptr, size) }
 }
+
+/// Registers process-wide fork handlers (`pthread_atfork`) where the OS
+/// has `fork`; elsewhere (Windows, Miri) does nothing. Returns whether the
+/// handlers are in place (or not needed).
+pub(crate) fn register_fork_handlers(
+    prepare: extern "C" fn(),
+    parent: extern "C" fn(),
+    child: extern "C" fn(),
+) -> bool {
+    backend::register_fork_handlers(prepare, parent, child)
+}
+
+/// Whether new segments ask for transparent huge pages (process-wide; see
+/// [`crate::Rulloc::set_huge_pages`]).
+static HUGE_PAGES: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
+/// Turns [`advise_huge_pages`] on or off for mappings made from now on.
+pub(crate) fn set_huge_pages(enabled: bool) {
+    HUGE_PAGES.store(enabled, Ordering::Relaxed);
+}
+
+/// Asks for transparent huge pages on a fresh mapping (Linux), unless they
+/// were turned off; advisory.
+///
+/// # Safety
+///
+/// `ptr`/`size` lie inside one live mapping.
+pub(crate) unsafe fn advise_huge_pages(ptr: NonNull<u8>, size: usize) {
+    if HUGE_PAGES.load(Ordering::Relaxed) {
+        // SAFETY: forwarded from the caller.
+        unsafe { backend::advise_huge_pages(ptr, size) }
+    }
+}

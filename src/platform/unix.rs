@@ -124,3 +124,30 @@ pub(crate) unsafe fn protect_none(ptr: NonNull<u8>, size: usize) -> bool {
     // SAFETY: the caller passes unused, page-aligned pages of a live mapping.
     unsafe { libc::mprotect(ptr.as_ptr().cast(), size, libc::PROT_NONE) == 0 }
 }
+
+pub(crate) fn register_fork_handlers(
+    prepare: extern "C" fn(),
+    parent: extern "C" fn(),
+    child: extern "C" fn(),
+) -> bool {
+    // SAFETY: the handlers are plain functions that live as long as the
+    // process (the crate is never unloaded while an instance lives).
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) == 0 }
+}
+
+/// Asks the kernel to back a mapping with transparent huge pages where it
+/// can (Linux, `madvise(MADV_HUGEPAGE)`; with THP set to `madvise`, the
+/// common default, nothing else gets them). Advisory: failure is ignored.
+///
+/// # Safety
+///
+/// `ptr`/`size` lie inside one live mapping.
+pub(crate) unsafe fn advise_huge_pages(ptr: NonNull<u8>, size: usize) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: advice only; the range is a live mapping (caller).
+    unsafe {
+        libc::madvise(ptr.as_ptr().cast(), size, libc::MADV_HUGEPAGE);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (ptr, size);
+}

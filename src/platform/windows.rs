@@ -125,3 +125,15 @@ pub(crate) unsafe fn protect_none(ptr: NonNull<u8>, size: usize) -> bool {
     // SAFETY: the caller passes unused, page-aligned pages of a live mapping.
     unsafe { VirtualProtect(ptr.as_ptr().cast(), size, PAGE_NOACCESS, &mut old) != 0 }
 }
+
+/// No `fork` here: nothing to protect.
+pub(crate) fn register_fork_handlers(
+    _prepare: extern "C" fn(),
+    _parent: extern "C" fn(),
+    _child: extern "C" fn(),
+) -> bool {
+    true
+}
+
+/// No transparent huge pages to ask for here.
+pub(crate) unsafe fn advise_huge_pages(_ptr: NonNull<u8>, _size: usize) {}

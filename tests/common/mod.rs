@@ -199,3 +199,18 @@ pub fn assert_aligned(ptr: *const u8, align: usize, what: &str) {
         "{what}: {ptr:p} is not aligned to {align}"
     );
 }
+
+/// Joins every scoped thread by its handle, propagating panics.
+///
+/// The end of a `thread::scope` only waits for the closures to return; a
+/// thread may still be running its thread-local destructors and Rulloc's
+/// exit hook (which gives its heap back) after that. Joining by handle
+/// waits for the thread to be gone, so a test that drops its instance
+/// after the scope does not race with the exit hooks (a race that leaves
+/// an orphaned heap page, which Miri reports as a leak).
+pub fn join_all<T>(handles: Vec<std::thread::ScopedJoinHandle<'_, T>>) -> Vec<T> {
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+        .collect()
+}
