@@ -878,7 +878,7 @@ impl<const N: usize> Rulloc<N> {
                 stats.bytes_requested += requested.load(Ordering::Relaxed);
             }
             // SAFETY: as above; written once at creation.
-            stats.bytes_mapped += segments * SEGMENT_SIZE + unsafe { (*heap).mapping_size };
+            stats.bytes_mapped += segments * SEGMENT_SIZE + unsafe { (*heap).header.mapping_size };
             stats.segments += segments;
             stats.regions += counters.regions.load(Ordering::Relaxed);
             stats.map_calls += counters.map_calls.load(Ordering::Relaxed);
@@ -1119,16 +1119,18 @@ impl<const N: usize> Drop for Rulloc<N> {
     /// instance become invalid (the borrow checker already prevents using
     /// them through `&Rulloc` collections).
     fn drop(&mut self) {
-        let Some(mut mapping) = NonNull::new(self.state.swap(ptr::null_mut(), Ordering::Acquire))
+        let Some(mapping) = NonNull::new(self.state.swap(ptr::null_mut(), Ordering::Acquire))
         else {
             return;
         };
         // SAFETY: mapped by `map_state`; `&mut self`: no allocation is in
         // flight. Unregistered first, so no fork handler walks the heaps
-        // while they go, and then ours alone.
+        // while they go. A shared reference, not a unique one: the huge
+        // list holds a pointer to the counters beside it, which a unique
+        // borrow of the whole state would invalidate (Stacked Borrows).
         let state = unsafe {
             fork::unregister(&mapping.as_ref().fork_entry);
-            mapping.as_mut()
+            mapping.as_ref()
         };
         for slot in &state.heaps {
             let heap = slot.swap(ptr::null_mut(), Ordering::Acquire);
@@ -1145,9 +1147,17 @@ impl<const N: usize> Drop for Rulloc<N> {
             }
             // SAFETY: `&mut self`: no thread uses the heap any more. If
             // another thread is still bound to it, the heap is orphaned: its
-            // segments go, but the page holding its lock stays mapped for
-            // that thread's exit hook (which then touches nothing else).
-            unsafe { Heap::destroy(heap, !(*heap).lock().orphan_if_bound()) };
+            // segments go, and its own mapping is handed to that thread's
+            // exit hook, which unmaps it (see `crate::sync`).
+            unsafe {
+                let lock = ptr::from_ref((*heap).lock());
+                if (*lock).orphan_if_bound() {
+                    Heap::destroy(heap, false);
+                    (*lock).finish_orphan();
+                } else {
+                    Heap::destroy(heap, true);
+                }
+            }
         }
         state.huge.release_all();
         state.counters.huge_cache.release_all(&state.counters);
@@ -1645,6 +1655,46 @@ mod tests {
         }
         // Cumulative: frees do not lower it.
         assert_eq!(a.stats().bytes_requested, sizes.iter().sum::<usize>());
+    }
+
+    /// An instance dropped while a thread is still bound to one of its
+    /// heaps hands the heap's mapping to that thread's exit hook, which
+    /// unmaps it: nothing stays mapped (under Miri, its leak check says
+    /// the same).
+    #[test]
+    fn a_heap_orphaned_by_drop_is_unmapped_by_its_thread() {
+        use std::sync::mpsc::channel;
+        let a = std::boxed::Box::new(Rulloc::new());
+        let (bound_tx, bound_rx) = channel();
+        let (go_tx, go_rx) = channel::<()>();
+        let a_ref: &'static Rulloc = unsafe {
+            // SAFETY: the thread uses `a` only before `bound_tx` sends; `a`
+            // is dropped after that, and the thread then only exits.
+            &*ptr::from_ref(&*a)
+        };
+        let thread = std::thread::spawn(move || {
+            let block = a_ref.allocate_bytes(64, 8);
+            let heap = owner_of::<DEFAULT_BUCKET_COUNT>(segment_of(block));
+            // SAFETY: a live block of `a`, freed once.
+            unsafe { a_ref.deallocate_bytes(block) };
+            bound_tx.send(heap.addr()).unwrap();
+            go_rx.recv().unwrap();
+        });
+        let heap = bound_rx.recv().unwrap();
+        drop(a);
+        go_tx.send(()).unwrap();
+        thread.join().unwrap();
+        #[cfg(all(target_os = "linux", not(miri)))]
+        {
+            let page = platform::page_size();
+            let mut resident = 0u8;
+            // SAFETY: mincore only reads the page tables; it fails with
+            // ENOMEM when the range is not mapped.
+            let rc = unsafe { libc::mincore(heap as *mut libc::c_void, page, &mut resident) };
+            assert_eq!(rc, -1, "the orphaned heap at {heap:#x} is still mapped");
+        }
+        #[cfg(not(all(target_os = "linux", not(miri))))]
+        let _ = heap;
     }
 
     #[test]

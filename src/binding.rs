@@ -57,6 +57,7 @@ mod imp {
     use core::sync::atomic::{AtomicUsize, Ordering};
 
     use crate::heap::HeapHeader;
+    use crate::sync::Exit;
 
     std::thread_local! {
         static CURRENT: Cell<Binding> =
@@ -138,13 +139,16 @@ mod imp {
         });
         let heap = heap.cast::<HeapHeader>().cast_const();
         // SAFETY: the value registered is the header of the heap this thread
-        // bound. A BOUND heap is never unmapped: if its allocator was
-        // dropped it is ORPHANED and `begin_exit` fails; otherwise we own it
-        // until the unlock, our last access.
+        // bound. A BOUND heap is never unmapped by anyone else: we own it
+        // until the unlock (our last access), or its allocator was dropped
+        // and the heap's mapping is ours to unmap.
         unsafe {
-            if (*heap).lock.begin_exit() {
-                ((*heap).on_thread_exit)(heap);
-                (*heap).lock.unlock();
+            match (*heap).lock.begin_exit() {
+                Exit::Owned => {
+                    ((*heap).on_thread_exit)(heap);
+                    (*heap).lock.unlock();
+                }
+                Exit::Orphaned => HeapHeader::unmap_orphan(heap),
             }
         }
     }
@@ -192,6 +196,7 @@ mod imp {
     };
 
     use crate::heap::HeapHeader;
+    use crate::sync::Exit;
 
     std::thread_local! {
         static CURRENT: Cell<Binding> =
@@ -325,13 +330,16 @@ mod imp {
         }
         let heap = heap.cast::<HeapHeader>();
         // SAFETY: the value registered is the header of the heap this thread
-        // bound. A BOUND heap is never unmapped: if its allocator was
-        // dropped it is ORPHANED and `begin_exit` fails; otherwise we own it
-        // until the unlock, our last access.
+        // bound. A BOUND heap is never unmapped by anyone else: we own it
+        // until the unlock (our last access), or its allocator was dropped
+        // and the heap's mapping is ours to unmap.
         unsafe {
-            if (*heap).lock.begin_exit() {
-                ((*heap).on_thread_exit)(heap);
-                (*heap).lock.unlock();
+            match (*heap).lock.begin_exit() {
+                Exit::Owned => {
+                    ((*heap).on_thread_exit)(heap);
+                    (*heap).lock.unlock();
+                }
+                Exit::Orphaned => HeapHeader::unmap_orphan(heap),
             }
         }
     }

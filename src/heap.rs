@@ -168,6 +168,29 @@ pub(crate) struct HeapHeader {
     /// Run by the exit hook of the thread bound to this heap, while it still
     /// owns it: reclaim and purge everything.
     pub(crate) on_thread_exit: unsafe fn(*const HeapHeader),
+    /// Bytes of the mapping holding this heap, which the exit hook unmaps
+    /// itself if the allocator was dropped while the thread was bound.
+    pub(crate) mapping_size: usize,
+}
+
+impl HeapHeader {
+    /// Unmaps an orphaned heap (see [`crate::sync::Exit::Orphaned`]).
+    ///
+    /// # Safety
+    ///
+    /// `header` heads a heap whose lock said `Orphaned` to this thread:
+    /// nobody else will ever touch it.
+    pub(crate) unsafe fn unmap_orphan(header: *const HeapHeader) {
+        // SAFETY: caller's contract; the heap was mapped whole at its header.
+        unsafe {
+            let size = (*header).mapping_size;
+            platform::unmap(
+                NonNull::new_unchecked(header.cast_mut().cast()),
+                size,
+                platform::page_size(),
+            );
+        }
+    }
 }
 
 /// A heap; `#[repr(C)]` so that a segment's untyped owner pointer, and the
@@ -192,9 +215,6 @@ pub(crate) struct Heap<const N: usize> {
     pub(crate) bucket_regions: [AtomicUsize; N],
     /// The instance's shared counters (peaks).
     shared: *const SharedCounters,
-    /// Bytes of the mapping holding this heap (the page size may be
-    /// simulated differently by the time it is unmapped).
-    pub(crate) mapping_size: usize,
     local: UnsafeCell<HeapLocal<N>>,
 }
 
@@ -233,6 +253,7 @@ impl<const N: usize> Heap<N> {
                 header: HeapHeader {
                     lock: SpinLock::new(),
                     on_thread_exit: Self::on_thread_exit,
+                    mapping_size,
                 },
                 purge_delay_ms: AtomicUsize::new(purge_delay_ms),
                 delayed: DelayedStack::new(),
@@ -242,7 +263,6 @@ impl<const N: usize> Heap<N> {
                 bucket_requested: [const { AtomicUsize::new(0) }; N],
                 bucket_regions: [const { AtomicUsize::new(0) }; N],
                 shared,
-                mapping_size,
                 local: UnsafeCell::new(HeapLocal {
                     buckets,
                     spans,
@@ -276,7 +296,7 @@ impl<const N: usize> Heap<N> {
             (*(*heap).local.get()).spans.release_all(&mut events);
             if unmap_heap {
                 let mapping = NonNull::new_unchecked(heap.cast::<u8>());
-                platform::unmap(mapping, (*heap).mapping_size, platform::page_size());
+                platform::unmap(mapping, (*heap).header.mapping_size, platform::page_size());
             }
         }
     }
@@ -666,6 +686,13 @@ impl<const N: usize> Heap<N> {
             let head = (*region).free;
             let used = (*region).used;
             crate::block::set_next(block.cast(), head, (*region).key);
+            // Under Miri the caller's pointer may carry a tag that covers
+            // only what it asked for (a 42-byte `Box<[u8]>` in a 48-byte
+            // block): the link is written through it, but the free list
+            // keeps the block's own (exposed) provenance, so the next owner
+            // of the block may use all of it.
+            #[cfg(miri)]
+            let block = ptr::with_exposed_provenance_mut::<u8>(block.addr());
             (*region).free = block.cast();
             (*region).used = used.wrapping_sub(1);
             drop_by(

@@ -491,8 +491,13 @@ impl HugeList {
 
     /// Unmaps every live huge block (the allocator is being dropped; the
     /// cache is emptied separately, see [`HugeCache::release_all`]).
-    pub(crate) fn release_all(&mut self) {
-        // SAFETY: `&mut self`: nobody else uses the list or its blocks.
+    ///
+    /// `&self`, not `&mut self`: the list lives in the instance state,
+    /// whose other fields (the counters) the list keeps a pointer to; a
+    /// unique borrow of the state would invalidate it (Stacked Borrows).
+    pub(crate) fn release_all(&self) {
+        // SAFETY: the allocator is being dropped: nobody else uses the list
+        // or its blocks (`retire` takes the lock for each unlink anyway).
         unsafe {
             while !(*self.head.get()).is_null() {
                 let segment = *self.head.get();

@@ -17,6 +17,15 @@
 //! to use it. Unbinding is a single store, the last access the exiting
 //! thread makes to the heap, which is what lets an allocator being dropped
 //! decide safely whether the heap's memory may be unmapped.
+//!
+//! Dropping an allocator while a thread is still bound to one of its heaps
+//! hands the heap's mapping over to that thread's exit hook:
+//!
+//! ```text
+//!   drop:      BOUND ──orphan_if_bound──▶ DROPPING ──(segments freed)──▶ ORPHANED
+//!   exit hook: begin_exit ─ BOUND ─▶ LOCKED (owns the heap) ─unlock─▶ FREE
+//!                          ─ DROPPING: wait ─ ORPHANED ─▶ unmaps the heap itself
+//! ```
 
 use self::atomic::{AtomicU8, Ordering};
 
@@ -33,9 +42,22 @@ pub(crate) mod atomic {
 const FREE: u8 = 0;
 const LOCKED: u8 = 1;
 const BOUND: u8 = 2;
-/// The allocator was dropped while a thread was bound: the heap's memory is
-/// gone but for the page holding this lock, which nobody may lock again.
+/// The allocator was dropped while a thread was bound: its segments are
+/// gone; the heap's own mapping is left to the bound thread's exit hook.
 const ORPHANED: u8 = 3;
+/// The allocator is being dropped while a thread is bound: it is freeing
+/// the heap's segments; the exit hook must wait for ORPHANED.
+const DROPPING: u8 = 4;
+
+/// What [`SpinLock::begin_exit`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// The exiting thread owns the heap (LOCKED) until it unlocks it.
+    Owned,
+    /// The allocator was dropped: the heap's mapping is the exiting
+    /// thread's to unmap, and nobody else touches it.
+    Orphaned,
+}
 
 /// A lock word with no data attached; the data it guards lives beside it.
 #[derive(Debug)]
@@ -133,24 +155,34 @@ impl SpinLock {
     }
 
     /// The bound owner is exiting: BOUND becomes LOCKED so the exit hook
-    /// can clean up, then [`SpinLock::unlock`]. `false` if the allocator
-    /// was dropped meanwhile (the heap is ORPHANED: touch nothing).
-    pub(crate) fn begin_exit(&self) -> bool {
-        self.state
-            .compare_exchange(BOUND, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
+    /// can clean up, then [`SpinLock::unlock`]. If the allocator was
+    /// dropped meanwhile, waits until the drop is done with the heap and
+    /// returns [`Exit::Orphaned`]: the heap's mapping is then the caller's
+    /// to unmap.
+    pub(crate) fn begin_exit(&self) -> Exit {
+        loop {
+            match self
+                .state
+                .compare_exchange(BOUND, LOCKED, Ordering::Acquire, Ordering::Acquire)
+            {
+                Ok(_) => return Exit::Owned,
+                Err(ORPHANED) => return Exit::Orphaned,
+                Err(_) => yield_now(),
+            }
+        }
     }
 
     /// The allocator is being dropped: waits out a running exit hook, then
-    /// orphans the heap if a thread is still bound to it. Returns `true`
-    /// when the heap was orphaned (its lock's page must stay mapped).
+    /// marks the heap DROPPING if a thread is still bound to it. Returns
+    /// `true` in that case: the caller frees what the heap owns but not the
+    /// heap's own mapping, then calls [`SpinLock::finish_orphan`].
     pub(crate) fn orphan_if_bound(&self) -> bool {
         loop {
             match self.state.load(Ordering::Acquire) {
                 BOUND => {
                     if self
                         .state
-                        .compare_exchange(BOUND, ORPHANED, Ordering::AcqRel, Ordering::Relaxed)
+                        .compare_exchange(BOUND, DROPPING, Ordering::AcqRel, Ordering::Relaxed)
                         .is_ok()
                     {
                         return true;
@@ -160,6 +192,12 @@ impl SpinLock {
                 _ => return false,
             }
         }
+    }
+
+    /// The drop is done with an orphaned heap: from now on its mapping
+    /// belongs to the bound thread's exit hook. The caller's last access.
+    pub(crate) fn finish_orphan(&self) {
+        self.state.store(ORPHANED, Ordering::Release);
     }
 }
 
@@ -194,6 +232,50 @@ mod loom_models {
     // SAFETY: `data` is only touched by the holder of `lock` (that is the
     // property under test: loom reports any unsynchronised access).
     unsafe impl Sync for Guarded {}
+
+    /// Dropping the allocator while its bound thread exits: the exit hook
+    /// either owns the heap (and the drop waits for it), or unmaps it only
+    /// after the drop is done with it. Never both at once.
+    #[test]
+    fn loom_drop_hands_an_orphaned_heap_to_its_exit_hook() {
+        loom::model(|| {
+            let heap = Arc::new(Guarded {
+                lock: SpinLock::new(),
+                data: UnsafeCell::new(0),
+            });
+            assert!(heap.lock.try_bind());
+            let exiting = {
+                let heap = heap.clone();
+                thread::spawn(move || match heap.lock.begin_exit() {
+                    Exit::Owned => {
+                        // SAFETY: owned until the unlock (under test).
+                        heap.data.with_mut(|data| unsafe { *data += 1 });
+                        heap.lock.unlock();
+                        false
+                    }
+                    Exit::Orphaned => {
+                        // "Unmapping": the drop's write must be visible and
+                        // finished (loom reports a concurrent access).
+                        // SAFETY: orphaned: ours alone (under test).
+                        heap.data.with_mut(|data| unsafe { assert_eq!(*data, 10) });
+                        true
+                    }
+                })
+            };
+            // The allocator's drop.
+            let orphaned = heap.lock.orphan_if_bound();
+            if orphaned {
+                // SAFETY: DROPPING: the hook waits (under test).
+                heap.data.with_mut(|data| unsafe { *data = 10 });
+                heap.lock.finish_orphan();
+            } else {
+                // The hook ran first: the heap is free and the drop's.
+                // SAFETY: FREE after the hook's unlock (under test).
+                heap.data.with(|data| assert_eq!(unsafe { *data }, 1));
+            }
+            assert_eq!(exiting.join().unwrap(), orphaned);
+        });
+    }
 
     #[test]
     fn loom_bound_and_locked_are_exclusive() {
