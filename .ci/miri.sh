@@ -56,14 +56,11 @@
 #   tb: api (about 10 min), model, global (over 20 min), doc, the lib test
 #   allocator::tests::large_realloc_grows_in_place_into_free_slots
 #
-# Known bug, not a Miri limitation: tests/thread_lifecycle.rs fails under
-# Stacked Borrows ("attempting a write access using <TAG> at
-# allocN[0x800ba], but that tag does not exist in the borrow stack", tag
-# created by a Unique retag of a 42-byte thread-name CString): under Miri,
-# `deallocate_sized` keeps the caller's pointer for layouts of at least a
-# word, so the free list hands that pointer, whose tag covers only the
-# freed layout, to the next allocation of the same bucket (48 bytes).
-# CI runs that file under Tree Borrows only until src/ is fixed.
+# Fixed (6b18426), kept as a note: tests/thread_lifecycle.rs failed under
+# Stacked Borrows because, under Miri, a freed block went onto the free list
+# with the caller's pointer, whose tag covered only the freed layout (a
+# 42-byte thread-name CString), and the next 48-byte allocation got it. The
+# free list now keeps the block's exposed provenance.
 #
 # The platform backend under `cfg(miri)` is `std::alloc::System`
 # (src/platform/miri.rs), so Miri runs the real data structures.

@@ -1667,17 +1667,20 @@ mod tests {
         let a = std::boxed::Box::new(Rulloc::new());
         let (bound_tx, bound_rx) = channel();
         let (go_tx, go_rx) = channel::<()>();
-        let a_ref: &'static Rulloc = unsafe {
-            // SAFETY: the thread uses `a` only before `bound_tx` sends; `a`
-            // is dropped after that, and the thread then only exits.
-            &*ptr::from_ref(&*a)
-        };
+        // An address, not a reference: the thread must hold no borrow of
+        // `a` once it is dropped.
+        let a_addr = ptr::from_ref(&*a).expose_provenance();
         let thread = std::thread::spawn(move || {
-            let block = a_ref.allocate_bytes(64, 8);
-            let heap = owner_of::<DEFAULT_BUCKET_COUNT>(segment_of(block));
-            // SAFETY: a live block of `a`, freed once.
-            unsafe { a_ref.deallocate_bytes(block) };
-            bound_tx.send(heap.addr()).unwrap();
+            let heap = {
+                // SAFETY: `a` lives until `bound_tx` has sent; this borrow
+                // ends before.
+                let a: &Rulloc = unsafe { &*ptr::with_exposed_provenance(a_addr) };
+                let block = a.allocate_bytes(64, 8);
+                // SAFETY: a live block of `a`, freed once.
+                unsafe { a.deallocate_bytes(block) };
+                owner_of::<DEFAULT_BUCKET_COUNT>(segment_of(block)).addr()
+            };
+            bound_tx.send(heap).unwrap();
             go_rx.recv().unwrap();
         });
         let heap = bound_rx.recv().unwrap();

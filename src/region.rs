@@ -698,8 +698,15 @@ mod tests {
                 }
             };
             let near = [start, start + span - 3 * block_size];
+            // Every byte natively; under Miri (pure arithmetic, but
+            // interpreted) eight points per block, interior ones included.
+            let step = if cfg!(miri) {
+                (block_size / 8).max(1)
+            } else {
+                1
+            };
             for base in near {
-                for delta in 0..6 * block_size {
+                for delta in (0..6 * block_size).step_by(step) {
                     check(base.wrapping_sub(3 * block_size).wrapping_add(delta));
                 }
             }
