@@ -190,7 +190,7 @@ impl<const N: usize> Rulloc<N> {
         let mapping = platform::map_aligned(size, platform::page_size())?;
         let new = mapping.as_ptr().cast::<InstanceState<N>>();
         // SAFETY: the fresh mapping is large enough and page aligned.
-        unsafe { new.write(InstanceState::new()) };
+        unsafe { new.write(InstanceState::new(size)) };
         match self
             .state
             .compare_exchange(ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire)
@@ -994,10 +994,13 @@ struct InstanceState<const N: usize> {
     counters: SharedCounters,
     /// Which heaps [`InstanceState::fork_prepare`] locked.
     fork_locked: [AtomicBool; MAX_HEAPS],
+    /// Bytes of this mapping (the page size may be simulated differently
+    /// by the time it is unmapped).
+    mapping_size: usize,
 }
 
 impl<const N: usize> InstanceState<N> {
-    fn new() -> Self {
+    fn new(mapping_size: usize) -> Self {
         Self {
             fork_entry: fork::Entry::new(
                 Self::fork_prepare_entry,
@@ -1008,6 +1011,7 @@ impl<const N: usize> InstanceState<N> {
             huge: HugeList::new(),
             counters: SharedCounters::default(),
             fork_locked: [const { AtomicBool::new(false) }; MAX_HEAPS],
+            mapping_size,
         }
     }
 
@@ -1161,14 +1165,9 @@ impl<const N: usize> Drop for Rulloc<N> {
         }
         state.huge.release_all();
         state.counters.huge_cache.release_all(&state.counters);
+        let size = state.mapping_size;
         // SAFETY: no heap or huge block refers to the state any more.
-        unsafe {
-            platform::unmap(
-                mapping.cast(),
-                InstanceState::<N>::mapping_size(),
-                platform::page_size(),
-            )
-        };
+        unsafe { platform::unmap(mapping.cast(), size, platform::page_size()) };
     }
 }
 
