@@ -13,9 +13,10 @@
 //! ```
 //!
 //! `secs` covers the workload only (not process start-up or exit); peak RSS
-//! is measured from outside by the driver. Some workloads add fields (`waves`
-//! adds `rss_freed_kib`, the RSS right after everything was freed, and
-//! `rss_end_kib`, the RSS 200 ms of light activity later).
+//! is measured from outside by the driver. Every run adds `rss_final_kib`,
+//! the RSS once the workload has freed everything, and some workloads add
+//! more (`waves` adds `rss_freed_kib`, the RSS right after everything was
+//! freed, and `rss_end_kib`, the RSS 200 ms of light activity later).
 
 use std::time::Instant;
 
@@ -95,6 +96,9 @@ fn run(allocator: &str, args: Vec<String>) -> Result<String, String> {
     for (k, v) in &outcome.extra {
         line.push_str(&format!(" {k}={v}"));
     }
+    // What the allocator still holds once the workload has freed
+    // everything (each workload drops its data before returning).
+    line.push_str(&format!(" rss_final_kib={}", workloads::current_rss_kib()));
     Ok(line)
 }
 

@@ -405,6 +405,7 @@ fn render_callgrind(out: &mut String, cg: &CallgrindReport) {
 const EXTRA_RSS_COLUMNS: &[(&str, &str)] = &[
     ("rss_freed_kib", "RSS right after free (MiB)"),
     ("rss_end_kib", "RSS 200 ms later (MiB)"),
+    ("rss_final_kib", "final RSS (MiB)"),
 ];
 
 fn render_case(out: &mut String, case: &CaseReport, baseline: &str) {
