@@ -57,7 +57,6 @@ mod imp {
     use core::sync::atomic::{AtomicUsize, Ordering};
 
     use crate::heap::HeapHeader;
-    use crate::sync::Exit;
 
     std::thread_local! {
         static CURRENT: Cell<Binding> =
@@ -139,18 +138,8 @@ mod imp {
         });
         let heap = heap.cast::<HeapHeader>().cast_const();
         // SAFETY: the value registered is the header of the heap this thread
-        // bound. A BOUND heap is never unmapped by anyone else: we own it
-        // until the unlock (our last access), or its allocator was dropped
-        // and the heap's mapping is ours to unmap.
-        unsafe {
-            match (*heap).lock.begin_exit() {
-                Exit::Owned => {
-                    ((*heap).on_thread_exit)(heap);
-                    (*heap).lock.unlock();
-                }
-                Exit::Orphaned => HeapHeader::unmap_orphan(heap),
-            }
-        }
+        // bound.
+        unsafe { HeapHeader::leave(heap) }
     }
 }
 
@@ -196,7 +185,6 @@ mod imp {
     };
 
     use crate::heap::HeapHeader;
-    use crate::sync::Exit;
 
     std::thread_local! {
         static CURRENT: Cell<Binding> =
@@ -330,18 +318,8 @@ mod imp {
         }
         let heap = heap.cast::<HeapHeader>();
         // SAFETY: the value registered is the header of the heap this thread
-        // bound. A BOUND heap is never unmapped by anyone else: we own it
-        // until the unlock (our last access), or its allocator was dropped
-        // and the heap's mapping is ours to unmap.
-        unsafe {
-            match (*heap).lock.begin_exit() {
-                Exit::Owned => {
-                    ((*heap).on_thread_exit)(heap);
-                    (*heap).lock.unlock();
-                }
-                Exit::Orphaned => HeapHeader::unmap_orphan(heap),
-            }
-        }
+        // bound.
+        unsafe { HeapHeader::leave(heap) }
     }
 }
 

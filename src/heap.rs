@@ -54,7 +54,7 @@ use crate::misuse;
 use crate::platform;
 use crate::region::{DelayedStack, Region, RegionKind};
 use crate::segment::{self, round_up, SpanEvents, SpanPool, SEGMENT_SIZE, SLOT_SIZE};
-use crate::sync::SpinLock;
+use crate::sync::{Exit, SpinLock};
 
 /// Counters an allocator instance shares between its heaps: what only a
 /// total can say (peaks), and the huge-block cache, which heaps purge on
@@ -174,6 +174,28 @@ pub(crate) struct HeapHeader {
 }
 
 impl HeapHeader {
+    /// What the exit hook of the thread bound to this heap does, on every
+    /// platform: clean the heap up and unlock it, or, if its allocator was
+    /// dropped meanwhile, unmap it (see [`crate::sync::Exit`]).
+    ///
+    /// # Safety
+    ///
+    /// `header` heads the heap the calling (exiting) thread bound. A BOUND
+    /// heap is never unmapped by anyone else: the thread owns it until the
+    /// unlock (its last access), or its mapping is the thread's to unmap.
+    pub(crate) unsafe fn leave(header: *const HeapHeader) {
+        // SAFETY: caller's contract.
+        unsafe {
+            match (*header).lock.begin_exit() {
+                Exit::Owned => {
+                    ((*header).on_thread_exit)(header);
+                    (*header).lock.unlock();
+                }
+                Exit::Orphaned => HeapHeader::unmap_orphan(header),
+            }
+        }
+    }
+
     /// Unmaps an orphaned heap (see [`crate::sync::Exit::Orphaned`]).
     ///
     /// # Safety
