@@ -43,30 +43,41 @@ pub(crate) const BINDING: usize = usize::MAX - 1;
 pub(crate) const NEVER_BIND: usize = usize::MAX;
 
 /// A thread's binding: the id of an allocator instance and one of its heaps.
+/// `repr(C)`: the initial-exec slot spells its initial value out field by
+/// field, in this order.
 #[derive(Clone, Copy)]
+#[repr(C)]
 pub(crate) struct Binding {
     pub(crate) instance: usize,
     pub(crate) heap: *const u8,
 }
 
-#[cfg(all(unix, feature = "std"))]
-mod imp {
-    use super::*;
+/// The binding slot in Rust's `thread_local!`: constant-initialised, no
+/// destructor, so reading it never allocates and works during thread
+/// teardown. In a shared library on Linux this is the general-dynamic TLS
+/// model, where every access calls `__tls_get_addr`; the `slot` below it,
+/// in initial-exec TLS, is what the `initial-exec-tls` feature puts in its
+/// place on x86_64 Linux.
+#[cfg(all(
+    feature = "std",
+    any(unix, all(windows, not(miri))),
+    not(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux",
+        target_env = "gnu",
+        not(miri)
+    ))
+))]
+mod slot {
+    use super::{Binding, NEVER_BIND, UNBOUND};
     use core::cell::Cell;
-    use core::ffi::c_void;
-    use core::sync::atomic::{AtomicUsize, Ordering};
-
-    use crate::heap::HeapHeader;
+    use core::ptr;
 
     std::thread_local! {
         static CURRENT: Cell<Binding> =
             const { Cell::new(Binding { instance: UNBOUND, heap: ptr::null() }) };
     }
-
-    /// The pthread key whose destructor unbinds, plus one (0: not created).
-    static EXIT_KEY: AtomicUsize = AtomicUsize::new(0);
-
-    pub(crate) const SUPPORTED: bool = true;
 
     #[inline(always)]
     pub(crate) fn current() -> Binding {
@@ -79,6 +90,149 @@ mod imp {
     pub(crate) fn set(binding: Binding) {
         let _ = CURRENT.try_with(|current| current.set(binding));
     }
+}
+
+/// The binding slot in initial-exec TLS (feature `initial-exec-tls`, x86_64
+/// Linux with glibc; everywhere else the feature changes nothing and the
+/// slot is a `thread_local!`).
+///
+/// ```text
+///   thread_local! in a shared library          this module
+///   (general-dynamic model)                    (initial-exec model)
+///   lea   slot@tlsgd(%rip), %rdi               mov  %fs:0, %rax
+///   call  __tls_get_addr      ~11 instructions add  slot@gottpoff(%rip), %rax
+///   ... the slot's address in %rax             ... the slot's address in %rax
+/// ```
+///
+/// Stable Rust cannot pick a TLS model (`-Z tls-model` and
+/// `#[thread_local]` are nightly-only), and `librulloc.so` pays
+/// `__tls_get_addr` twice per `malloc`/`free` pair without this. So the slot
+/// is declared in assembly: a 16-byte `.tdata` object of type TLS, whose
+/// offset from the thread pointer the loader writes into one GOT entry
+/// (`R_X86_64_TPOFF64`) when it maps the library; reading the thread pointer
+/// (`%fs:0`, the TCB's self-pointer in the x86_64 ABI) and adding that
+/// offset gives this thread's slot. Linked into an executable, the linker
+/// relaxes the GOT load to a constant (local-exec), as it does for
+/// `thread_local!` there.
+///
+/// Invariants, the same as those of the `thread_local!` it replaces:
+/// the slot is constant-initialised (`.tdata`: `{ UNBOUND, null }`, checked
+/// against [`Binding`]'s layout below), has no destructor and never
+/// allocates, and stays valid until the thread is gone, after every pthread
+/// key destructor (glibc frees a thread's static TLS last). Only the owning
+/// thread touches it, through the address computed here.
+///
+/// The cost of the model: a library with initial-exec TLS gets
+/// `DF_STATIC_TLS`, and its TLS must sit in the static TLS block made at
+/// thread creation. Loaded at start-up (`LD_PRELOAD`, or linked), that is
+/// free. Loaded later with `dlopen`, glibc places it in the static TLS
+/// surplus it reserves for exactly this (the tunable
+/// `glibc.rtld.optional_static_tls`, 512 bytes by default; these 16 bytes
+/// are the whole need) and fails the `dlopen` with "cannot allocate memory
+/// in static TLS block" once the surplus is used up. mimalloc's and
+/// jemalloc's shared libraries make the same choice. The feature is
+/// therefore off by default: `librulloc.so` (the `rulloc-capi` crate)
+/// turns it on, a Rust `cdylib` that might be `dlopen`ed many times over
+/// may prefer not to.
+///
+/// The symbol's name carries the crate version, so that two versions of
+/// Rulloc linked into one program do not collide; it is hidden, so no
+/// library exports it.
+#[cfg(all(
+    unix,
+    feature = "std",
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux",
+    target_env = "gnu",
+    not(miri)
+))]
+mod slot {
+    use super::{Binding, UNBOUND};
+    use core::mem::{align_of, offset_of, size_of};
+
+    /// The slot's symbol.
+    macro_rules! slot_symbol {
+        () => {
+            concat!(
+                "rulloc_thread_binding_",
+                env!("CARGO_PKG_VERSION_MAJOR"),
+                "_",
+                env!("CARGO_PKG_VERSION_MINOR"),
+                "_",
+                env!("CARGO_PKG_VERSION_PATCH")
+            )
+        };
+    }
+
+    // The assembly below lays out `Binding { instance: UNBOUND, heap: null }`
+    // as two 8-byte words in field order.
+    const _: () = assert!(size_of::<Binding>() == 16 && align_of::<Binding>() == 8);
+    const _: () = assert!(offset_of!(Binding, instance) == 0 && offset_of!(Binding, heap) == 8);
+
+    core::arch::global_asm!(
+        ".pushsection .tdata,\"awT\",@progbits",
+        ".p2align 3",
+        concat!(".globl ", slot_symbol!()),
+        concat!(".hidden ", slot_symbol!()),
+        concat!(".type ", slot_symbol!(), ",@tls_object"),
+        concat!(".size ", slot_symbol!(), ",16"),
+        concat!(slot_symbol!(), ":"),
+        ".quad {unbound}",
+        ".quad 0",
+        ".popsection",
+        unbound = const UNBOUND as i64,
+        options(att_syntax)
+    );
+
+    /// The calling thread's slot.
+    #[inline(always)]
+    fn slot() -> *mut Binding {
+        let slot: *mut Binding;
+        // SAFETY: the initial-exec sequence of the x86_64 TLS ABI: `%fs:0`
+        // holds the thread pointer, the GOT entry the loader filled holds
+        // the slot's (negative) offset from it. It reads nothing that
+        // changes during the thread's life, writes no memory and no stack
+        // (`pure, readonly, nostack`: repeated calls may be merged).
+        unsafe {
+            core::arch::asm!(
+                "movq %fs:0, {slot}",
+                concat!("addq ", slot_symbol!(), "@gottpoff(%rip), {slot}"),
+                slot = out(reg) slot,
+                options(att_syntax, pure, readonly, nostack)
+            );
+        }
+        slot
+    }
+
+    #[inline(always)]
+    pub(crate) fn current() -> Binding {
+        // SAFETY: the slot is this thread's, initialised and aligned (see the
+        // module docs), and only this thread accesses it.
+        unsafe { slot().read() }
+    }
+
+    #[inline(always)]
+    pub(crate) fn set(binding: Binding) {
+        // SAFETY: as in `current`.
+        unsafe { slot().write(binding) }
+    }
+}
+
+#[cfg(all(unix, feature = "std"))]
+mod imp {
+    use super::*;
+    use core::ffi::c_void;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::heap::HeapHeader;
+
+    pub(crate) use super::slot::{current, set};
+
+    /// The pthread key whose destructor unbinds, plus one (0: not created).
+    static EXIT_KEY: AtomicUsize = AtomicUsize::new(0);
+
+    pub(crate) const SUPPORTED: bool = true;
 
     fn exit_key() -> Option<libc::pthread_key_t> {
         let key = EXIT_KEY.load(Ordering::Acquire);
@@ -175,7 +329,6 @@ mod imp {
 #[cfg(all(windows, feature = "std", not(miri)))]
 mod imp {
     use super::*;
-    use core::cell::Cell;
     use core::ffi::c_void;
     use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -186,10 +339,7 @@ mod imp {
 
     use crate::heap::HeapHeader;
 
-    std::thread_local! {
-        static CURRENT: Cell<Binding> =
-            const { Cell::new(Binding { instance: UNBOUND, heap: ptr::null() }) };
-    }
+    pub(crate) use super::slot::{current, set};
 
     /// The FLS index whose callback unbinds, plus one (0: not allocated).
     static EXIT_SLOT: AtomicU32 = AtomicU32::new(0);
@@ -197,18 +347,6 @@ mod imp {
     static EXITED_SLOT: AtomicU32 = AtomicU32::new(0);
 
     pub(crate) const SUPPORTED: bool = true;
-
-    #[inline(always)]
-    pub(crate) fn current() -> Binding {
-        CURRENT.try_with(Cell::get).unwrap_or(Binding {
-            instance: NEVER_BIND,
-            heap: ptr::null(),
-        })
-    }
-
-    pub(crate) fn set(binding: Binding) {
-        let _ = CURRENT.try_with(|current| current.set(binding));
-    }
 
     /// An index from `alloc` (which fails with `out_of_indexes`), made once
     /// per process and kept in `cell` plus one; `free` gives back the index

@@ -186,3 +186,20 @@ fn static_library() {
         report_time(&format!("{name} (static)"), run.elapsed);
     }
 }
+
+/// `librulloc.so` `dlopen`ed (`RTLD_LOCAL`, not preloaded) by a process
+/// that already runs threads, and used through `dlsym` by those threads
+/// and by threads started later, with cross-thread frees and thread exits.
+/// The library's thread binding is initial-exec TLS (`DF_STATIC_TLS`):
+/// glibc must find room for it in its static TLS surplus and initialise it
+/// in the threads that already exist.
+#[test]
+fn dlopen_into_a_running_process() {
+    let exe = compile_c("dlopen", "dlopen", &[]);
+    let mut cmd = Command::new(&exe);
+    cmd.arg(shared_lib()).env_remove("LD_PRELOAD");
+    let run = run(cmd, TIMEOUT);
+    run.assert_success();
+    assert_ok_line(&run, "dlopen");
+    report_time("dlopen", run.elapsed);
+}
