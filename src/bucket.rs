@@ -13,8 +13,10 @@
 //! ```
 //!
 //! [`Config`] maps a request `(size, align)` to a bucket: a table lookup for
-//! sizes up to [`LOOKUP_MAX`] and a binary search above. Requests larger than
-//! the largest bucket go to the *dynamic bucket* ([`crate::large`]).
+//! sizes up to [`LOOKUP_MAX`] (one table for alignments every bucket
+//! satisfies, one for [`LOOKUP_ALIGN`], the alignment of C's `malloc`) and
+//! a binary search above. Requests larger than the largest bucket go to the
+//! *dynamic bucket* ([`crate::large`]).
 //!
 //! The default classes are the multiples of 8 up to 64, then four steps per
 //! power of two up to 128 KiB (80, 96, 112, 128, 160, ...): a block is at most
@@ -43,6 +45,11 @@ pub const MAX_BUCKET_SIZE: usize = 1 << 20;
 
 /// Sizes up to this are mapped to buckets with one table lookup.
 pub(crate) const LOOKUP_MAX: usize = 1024;
+/// Alignments up to this are served by a lookup table too: C's `malloc`
+/// asks for 16 (glibc's `MALLOC_ALIGNMENT`) for every size above 8, Rust's
+/// `u128` and SIMD types for 16 as well, and the default classes are not
+/// all multiples of 16 (24, 40, 56).
+pub(crate) const LOOKUP_ALIGN: usize = 16;
 const GRANULE: usize = size_of::<usize>();
 const LOOKUP_LEN: usize = LOOKUP_MAX / GRANULE + 1;
 /// Table entry meaning "larger than every bucket".
@@ -89,6 +96,9 @@ pub(crate) struct Config<const N: usize> {
     pub(crate) sizes: [usize; N],
     /// `lookup[(size + GRANULE - 1) / GRANULE]` = smallest bucket >= size.
     lookup: [u8; LOOKUP_LEN],
+    /// The same for requests aligned to [`LOOKUP_ALIGN`]: the smallest
+    /// bucket >= size whose block size is a multiple of it.
+    lookup_aligned: [u8; LOOKUP_LEN],
     /// Largest power of two dividing every size (capped at a slot): requests
     /// aligned to at most this need no alignment search.
     common_align: usize,
@@ -123,62 +133,78 @@ impl<const N: usize> Config<N> {
             }
             i += 1;
         }
-        let mut lookup = [NO_BUCKET; LOOKUP_LEN];
-        let mut index = 0;
-        let mut bucket = 0;
-        while index < LOOKUP_LEN {
-            let size = index * GRANULE;
-            while bucket < N && sizes[bucket] < size {
-                bucket += 1;
-            }
-            if bucket < N {
-                lookup[index] = bucket as u8;
-            }
-            index += 1;
-        }
         Self {
             sizes,
-            lookup,
+            lookup: Self::lookup_table(&sizes, 1),
+            lookup_aligned: Self::lookup_table(&sizes, LOOKUP_ALIGN),
             common_align,
         }
     }
 
+    /// `table[(size + GRANULE - 1) / GRANULE]` = the smallest bucket >= size
+    /// whose block size is a multiple of `align` (a power of two).
+    const fn lookup_table(sizes: &[usize; N], align: usize) -> [u8; LOOKUP_LEN] {
+        let mut table = [NO_BUCKET; LOOKUP_LEN];
+        let mut index = 0;
+        let mut bucket = 0;
+        while index < LOOKUP_LEN {
+            let size = index * GRANULE;
+            while bucket < N && (sizes[bucket] < size || sizes[bucket] % align != 0) {
+                bucket += 1;
+            }
+            if bucket < N {
+                table[index] = bucket as u8;
+            }
+            index += 1;
+        }
+        table
+    }
+
     /// The bucket serving `(size, align)`, or `None` for the dynamic bucket.
+    ///
+    /// Small sizes take one table lookup when `align` is at most what every
+    /// bucket guarantees or exactly [`LOOKUP_ALIGN`]; larger sizes a binary
+    /// search. Any other alignment walks up from there to the first block
+    /// size it divides (out of line).
     #[inline(always)]
     pub(crate) fn bucket_for(&self, size: usize, align: usize) -> Option<usize> {
         let bucket = if size <= LOOKUP_MAX {
-            let entry = self.lookup[size.div_ceil(GRANULE)];
+            let index = size.div_ceil(GRANULE);
+            let entry = if align <= self.common_align {
+                self.lookup[index]
+            } else if align == LOOKUP_ALIGN {
+                self.lookup_aligned[index]
+            } else {
+                return self.aligned_bucket(usize::from(self.lookup[index]), align);
+            };
             if entry == NO_BUCKET {
                 return None;
             }
             entry as usize
         } else {
             let bucket = self.sizes.partition_point(|&s| s < size);
+            if align > self.common_align {
+                return self.aligned_bucket(bucket, align);
+            }
             if bucket == N {
                 return None;
             }
             bucket
         };
-        if align > self.common_align {
-            return self.aligned_bucket(bucket, align);
-        }
         Some(bucket)
     }
 
     /// The first bucket from `bucket` up whose block size is a multiple of
-    /// `align`: regions start slot-aligned, so all its blocks are aligned.
+    /// `align` (a power of two): regions start slot-aligned, so all its
+    /// blocks are aligned. `bucket` may be `N` or more (none).
     #[cold]
-    fn aligned_bucket(&self, mut bucket: usize, align: usize) -> Option<usize> {
+    fn aligned_bucket(&self, bucket: usize, align: usize) -> Option<usize> {
         if align > SLOT_SIZE {
             return None;
         }
-        while bucket < N {
-            if self.sizes[bucket] % align == 0 {
-                return Some(bucket);
-            }
-            bucket += 1;
-        }
-        None
+        let candidates = self.sizes.get(bucket..).unwrap_or_default();
+        let found = candidates.iter().position(|&s| s & (align - 1) == 0)?;
+        Some(bucket + found)
     }
 }
 
@@ -284,6 +310,35 @@ mod tests {
             }
         }
         assert_eq!(config.bucket_for(8, 128 * 1024), None);
+    }
+
+    /// The tables and the search give exactly the first bucket that fits
+    /// and that the alignment divides, for every size around the lookup
+    /// range and every alignment up to a slot.
+    #[test]
+    fn every_size_and_alignment_gets_the_smallest_aligned_bucket() {
+        fn check<const N: usize>(sizes: [usize; N]) {
+            let config = Config::new(sizes);
+            let max = if cfg!(miri) {
+                LOOKUP_MAX + 40
+            } else {
+                3 * LOOKUP_MAX
+            };
+            for shift in 0..=SLOT_SIZE.trailing_zeros() + 1 {
+                let align = 1 << shift;
+                for size in 0..=max {
+                    let expected = if align > SLOT_SIZE {
+                        None
+                    } else {
+                        sizes.iter().position(|&s| s >= size && s % align == 0)
+                    };
+                    assert_eq!(config.bucket_for(size, align), expected, "{size} {align}");
+                }
+            }
+        }
+        check(DEFAULT_BUCKET_SIZES);
+        check([8, 24, 40, 48, 1000, 1016, 2040]);
+        check([16, 32, 4096]);
     }
 
     #[test]
