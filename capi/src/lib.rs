@@ -159,7 +159,7 @@ mod exports {
     /// Whether a block of `size` bytes aligned to `align` could exist at all.
     #[inline]
     fn request_fits(size: usize, align: usize) -> bool {
-        matches!(size.checked_add(align), Some(total) if total <= MAX_REQUEST)
+        align <= MAX_REQUEST && size <= MAX_REQUEST - align
     }
 
     /// Null, with `errno = ENOMEM`.
@@ -178,15 +178,16 @@ mod exports {
         p.cast()
     }
 
-    /// `size` bytes aligned to `max(align, A(size))`; `align` is 0 (plain
-    /// `malloc`) or a power of two. Sets `errno` on failure. Shared by every
-    /// allocating export.
-    #[inline]
-    fn allocate(size: usize, align: usize, zeroed: bool) -> *mut c_void {
-        let align = align.max(malloc_align(size));
-        if !request_fits(size, align) {
+    /// `size` bytes aligned to `A(size)`, zeroed if asked: `malloc`,
+    /// `calloc` and `realloc(NULL, n)`, the calls that matter for speed.
+    /// Inlined into each (one call less), with the size check reduced to one
+    /// comparison with a constant. Sets `errno` on failure.
+    #[inline(always)]
+    fn allocate_plain(size: usize, zeroed: bool) -> *mut c_void {
+        if size > MAX_REQUEST - MALLOC_ALIGN {
             return enomem();
         }
+        let align = malloc_align(size);
         let p = if zeroed {
             ALLOC.allocate_zeroed_bytes(size, align)
         } else {
@@ -195,13 +196,24 @@ mod exports {
         enomem_if_null(p)
     }
 
+    /// `size` bytes aligned to `max(align, A(size))`; `align` is a power of
+    /// two. Sets `errno` on failure. Shared by the aligned allocations.
+    #[inline]
+    fn allocate_aligned(size: usize, align: usize) -> *mut c_void {
+        let align = align.max(malloc_align(size));
+        if !request_fits(size, align) {
+            return enomem();
+        }
+        enomem_if_null(ALLOC.allocate_bytes(size, align))
+    }
+
     /// Allocates `size` bytes aligned to at least 16 (8 for `size <= 8`).
     ///
     /// # Safety
     /// Always safe to call; `unsafe` only because it is the C ABI.
     #[no_mangle]
     pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-        allocate(size, 0, false)
+        allocate_plain(size, false)
     }
 
     /// Frees a block from any function of this library; `free(NULL)` is a
@@ -236,7 +248,7 @@ mod exports {
     #[no_mangle]
     pub unsafe extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
         match count.checked_mul(size) {
-            Some(total) => allocate(total, 0, true),
+            Some(total) => allocate_plain(total, true),
             None => enomem(),
         }
     }
@@ -251,7 +263,7 @@ mod exports {
     #[no_mangle]
     pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         if ptr.is_null() {
-            return allocate(size, 0, false);
+            return allocate_plain(size, false);
         }
         if size == 0 {
             // SAFETY: the caller guarantees `ptr` is a live block of ours.
@@ -302,7 +314,7 @@ mod exports {
         if alignment % WORD != 0 || !(alignment / WORD).is_power_of_two() {
             return libc::EINVAL;
         }
-        let p = allocate(size, alignment, false);
+        let p = allocate_aligned(size, alignment);
         if p.is_null() {
             return libc::ENOMEM;
         }
@@ -323,7 +335,7 @@ mod exports {
             sys::set_errno(libc::EINVAL);
             return ptr::null_mut();
         }
-        allocate(size, alignment, false)
+        allocate_aligned(size, alignment)
     }
 
     /// Obsolete aligned allocation, as glibc does it: an alignment that is
@@ -335,7 +347,7 @@ mod exports {
     #[no_mangle]
     pub unsafe extern "C" fn memalign(alignment: usize, size: usize) -> *mut c_void {
         match alignment.checked_next_power_of_two() {
-            Some(align) => allocate(size, align, false),
+            Some(align) => allocate_aligned(size, align),
             None => {
                 sys::set_errno(libc::EINVAL);
                 ptr::null_mut()
@@ -349,7 +361,7 @@ mod exports {
     /// Always safe to call; `unsafe` only because it is the C ABI.
     #[no_mangle]
     pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
-        allocate(size, sys::page_size(), false)
+        allocate_aligned(size, sys::page_size())
     }
 
     /// Page-aligned allocation of `size` rounded up to a multiple of the page
@@ -361,7 +373,7 @@ mod exports {
     pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
         let page = sys::page_size();
         match size.checked_add(page - 1) {
-            Some(padded) => allocate(padded & !(page - 1), page, false),
+            Some(padded) => allocate_aligned(padded & !(page - 1), page),
             None => enomem(),
         }
     }
