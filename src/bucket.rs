@@ -170,10 +170,13 @@ impl<const N: usize> Config<N> {
     pub(crate) fn bucket_for(&self, size: usize, align: usize) -> Option<usize> {
         let bucket = if size <= LOOKUP_MAX {
             let index = size.div_ceil(GRANULE);
-            let entry = if align <= self.common_align {
-                self.lookup[index]
-            } else if align == LOOKUP_ALIGN {
+            // LOOKUP_ALIGN first: for C's `malloc` (16 above 8 bytes, else
+            // 8) this test is the size test the caller made already, which
+            // the compiler folds; Rust layouts have constant alignments.
+            let entry = if align == LOOKUP_ALIGN {
                 self.lookup_aligned[index]
+            } else if align <= self.common_align {
+                self.lookup[index]
             } else {
                 return self.aligned_bucket(usize::from(self.lookup[index]), align);
             };
