@@ -192,7 +192,10 @@ fn static_library() {
 /// and by threads started later, with cross-thread frees and thread exits.
 /// The library's thread binding is initial-exec TLS (`DF_STATIC_TLS`):
 /// glibc must find room for it in its static TLS surplus and initialise it
-/// in the threads that already exist.
+/// in the threads that already exist. Then `dlclose` while a thread that
+/// allocated still runs, that thread's exit and a `fork`: the library is
+/// `-z nodelete` (`capi/build.rs`), so its thread-exit and fork hooks stay
+/// mapped.
 #[test]
 fn dlopen_into_a_running_process() {
     let exe = compile_c("dlopen", "dlopen", &[]);

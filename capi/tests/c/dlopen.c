@@ -10,14 +10,18 @@
  *   (cross-thread frees), and exit (the library's thread-exit hook runs).
  *
  * The process's own malloc stays glibc's: the library is RTLD_LOCAL, so it
- * interposes nothing. It is never dlclose()d (its thread-exit hook must
- * outlive every thread that allocated).
+ * interposes nothing. At the end it is dlclose()d while a thread that
+ * allocated from it is still alive; that thread then exits (running the
+ * library's pthread key destructor) and the process forks (running its
+ * atfork handlers): the library is linked with -z nodelete, so dlclose()
+ * leaves it mapped.
  *
  * Usage: dlopen <path to librulloc.so>
  */
 #include "common.h"
 
 #include <pthread.h>
+#include <sys/wait.h>
 
 #define THREADS 3
 #define LATE 2
@@ -31,6 +35,18 @@ static void *(*r_realloc)(void *, size_t);
 static size_t (*r_usable)(void *);
 
 static pthread_barrier_t loaded;
+static pthread_barrier_t closed;
+
+/* Allocates from the library, then outlives the dlclose(). */
+static void *lingerer(void *arg) {
+    (void)arg;
+    void *p = r_malloc(64);
+    CHECK(p != NULL, "malloc on the lingering thread");
+    r_free(p);
+    pthread_barrier_wait(&closed); /* allocated */
+    pthread_barrier_wait(&closed); /* the library is closed: exit */
+    return NULL;
+}
 
 /* One hand-over slot per thread: blocks its predecessor allocated. */
 struct inbox {
@@ -167,6 +183,22 @@ int main(int argc, char **argv) {
     for (int t = 0; t < THREADS + LATE; t++) drain(t);
     CHECK_PATTERN(mine, 100, 42, "main thread's block");
     r_free(mine);
-    printf("dlopen: ok (%d threads started before dlopen, %d after)\n", THREADS, LATE);
+
+    pthread_t lingering;
+    CHECK(pthread_barrier_init(&closed, NULL, 2) == 0, "barrier");
+    CHECK(pthread_create(&lingering, NULL, lingerer, NULL) == 0, "pthread_create");
+    pthread_barrier_wait(&closed);
+    CHECK(dlclose(lib) == 0, "dlclose: %s", dlerror());
+    pthread_barrier_wait(&closed);
+    CHECK(pthread_join(lingering, NULL) == 0, "join");
+    fflush(NULL);
+    pid_t child = fork();
+    CHECK(child >= 0, "fork");
+    if (child == 0) _exit(0);
+    int status;
+    CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "child after dlclose: status %d", status);
+    printf("dlopen: ok (%d threads started before dlopen, %d after, thread exit and fork after dlclose)\n",
+           THREADS, LATE);
     return 0;
 }
