@@ -41,6 +41,13 @@
 //!   Without it the core is `no_std` (it needs only `core` and a platform
 //!   backend: `libc` on Unix, `windows-sys` on Windows).
 //! * `nightly`: `core::alloc::Allocator` (through `allocator-api2/nightly`).
+//! * `initial-exec-tls` (with `std`, on x86_64 Linux with glibc; elsewhere
+//!   no effect): the thread's heap binding in initial-exec TLS, reached
+//!   without a call to `__tls_get_addr` when Rulloc is built into a shared
+//!   library. Such a library, if `dlopen`ed, needs 16 bytes of glibc's
+//!   static TLS surplus. `librulloc.so` turns it on (see `binding.rs`).
+//! * `secure`: every pointer validated on every path (see the README's
+//!   misuse table).
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 // With `nightly`, allocator-api2's `Allocator` *is* `core::alloc::Allocator`.
 #![cfg_attr(feature = "nightly", feature(allocator_api))]
