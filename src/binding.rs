@@ -129,8 +129,9 @@ mod slot {
 /// surplus it reserves for exactly this (the tunable
 /// `glibc.rtld.optional_static_tls`, 512 bytes by default; these 16 bytes
 /// are the whole need) and fails the `dlopen` with "cannot allocate memory
-/// in static TLS block" once the surplus is used up. mimalloc's and
-/// jemalloc's shared libraries make the same choice. The feature is
+/// in static TLS block" once the surplus is used up. Debian's
+/// `libmimalloc.so.2` and `libjemalloc.so.2` make the same choice (both
+/// carry `DF_STATIC_TLS`). The feature is
 /// therefore off by default: `librulloc.so` (the `rulloc-capi` crate)
 /// turns it on, a Rust `cdylib` that might be `dlopen`ed many times over
 /// may prefer not to.
