@@ -434,7 +434,7 @@ impl<const N: usize> Heap<N> {
                 // slipped in (then the next round collects it).
                 if Region::try_mark_full(region) {
                     let state = &mut (*local).buckets[bucket];
-                    list_remove(&mut state.queue, region);
+                    state.queue_remove(region);
                     list_push_front(&mut state.full, region);
                     (*region).in_full = true;
                 }
@@ -457,7 +457,7 @@ impl<const N: usize> Heap<N> {
             let start = SpanPool::span_start(region);
             let block_size = (*local).buckets[bucket].block_size;
             Region::init_small(region, start, slots * SLOT_SIZE, block_size, bucket as u16);
-            list_push_front(&mut (*local).buckets[bucket].queue, region);
+            (*local).buckets[bucket].queue_push_front(region);
             bump(&self.counters.regions, 1);
             bump(&self.bucket_regions[bucket], 1);
             self.commit(slots * SLOT_SIZE);
@@ -762,24 +762,20 @@ impl<const N: usize> Heap<N> {
         unsafe {
             let state = &mut *self.bucket_of(region);
             if (*region).in_full {
-                Region::clear_full(region);
+                // Back of the queue (see `crate::bucket`). The region keeps
+                // its FULL mark: clearing it would cost an atomic
+                // read-modify-write per unpark, and a mark left on a queued
+                // region only routes its next remote free through the
+                // delayed stack (see `Region::try_mark_full`).
                 list_remove(&mut state.full, region);
-                list_push_front(&mut state.queue, region);
+                state.queue_push_back(region);
                 (*region).in_full = false;
-                // An empty region is kept only while it heads the queue:
-                // the one it just lost its place to is retired.
-                let displaced = (*region).next;
-                if !displaced.is_null() && (*displaced).used == 0 {
-                    list_remove(&mut state.queue, displaced);
-                    self.retire_small(displaced);
-                }
             }
             // Keep the head region of the queue: a program that frees and
             // allocates one block in a loop must not map and unmap a span
             // each time.
             if (*region).used == 0 && !(*region).prev.is_null() {
-                let state = &mut *self.bucket_of(region);
-                list_remove(&mut state.queue, region);
+                state.queue_remove(region);
                 self.retire_small(region);
             }
         }
@@ -951,7 +947,7 @@ impl<const N: usize> Heap<N> {
                     let next = (*region).next;
                     self.collect_remote_frees(region, bucket);
                     if (*region).used == 0 {
-                        list_remove(&mut (*local).buckets[bucket].queue, region);
+                        (*local).buckets[bucket].queue_remove(region);
                         self.retire_small(region);
                     }
                     region = next;
