@@ -143,15 +143,6 @@ pub(crate) const HUGE_CACHE_ENTRY_DIVISOR: usize = 4;
 /// its size of resident mapping while it lives (see the module docs).
 const HUGE_WHOLE_FACTOR: usize = 4;
 
-/// Whether freed huge mappings go to the [`HugeCache`]: only in this
-/// crate's unit tests, which keep the cache's logic tested. Off everywhere
-/// else: with it on, `cargo run --release --example soak -- --seconds 20
-/// --threads 4` ended with blocks still counted in use (small ones, and a
-/// huge one) after everything was freed, in 4 runs of 4; with it off, and
-/// before the cache existed, no run did. Until that is understood, freed
-/// huge blocks are unmapped at once, as before the cache.
-pub(crate) const HUGE_CACHE_ENABLED: bool = cfg!(test);
-
 /// The allocator's list of live huge blocks, and their counters.
 pub(crate) struct HugeList {
     lock: SpinLock,
@@ -394,8 +385,7 @@ impl HugeList {
         unsafe { self.retire(segment) };
         // SAFETY: caller's contract; the header records the mapping.
         let cacheable = unsafe { (*segment).mapping == segment.cast::<u8>() };
-        if let (true, Some(shared)) = (HUGE_CACHE_ENABLED && cacheable && delay > 0, self.shared())
-        {
+        if let (true, Some(shared)) = (cacheable && delay > 0, self.shared()) {
             let now = platform::now_ms();
             // SAFETY: the mapping is retired: ours, on no list, and its
             // header is at its base.
@@ -853,6 +843,58 @@ mod tests {
         // SAFETY: live, freed once.
         unsafe { a.deallocate_bytes(second) };
         assert_eq!(a.stats().bytes_in_use, 0);
+    }
+
+    /// A block served from a larger cached mapping owns all of it: its
+    /// usable size, `bytes_in_use` and the mapping move together when it
+    /// is resized in place (`mremap` on Linux), freed and served again.
+    #[test]
+    fn a_reused_mapping_keeps_the_counters_exact_through_resizes() {
+        let a = Rulloc::new();
+        a.set_purge_delay_ms(60_000);
+        let in_use_is_usable = |block: *mut u8| {
+            // SAFETY: callers pass the one live block of `a`.
+            let usable = unsafe { a.usable_size(block) };
+            let s = a.stats();
+            assert_eq!((s.bytes_in_use, s.huge_blocks), (usable, 1), "{s:?}");
+            usable
+        };
+        let first = a.allocate_bytes(12 * MIB, 8);
+        // SAFETY: live, freed once.
+        unsafe { a.deallocate_bytes(first) };
+        // Needs more than a quarter of the 12 MiB mapping: takes it whole.
+        let block = a.allocate_bytes(4 * MIB, 8);
+        assert_eq!(block, first);
+        assert!(in_use_is_usable(block) > 11 * MIB);
+        // Below half of it: trimmed where the OS can, kept elsewhere.
+        // SAFETY: live block; the old pointer is not used again.
+        let block = unsafe { a.reallocate_bytes(block, 3 * MIB, 8) };
+        assert!(in_use_is_usable(block) >= 3 * MIB);
+        fill(block, 3 * MIB, 0x3c);
+        // SAFETY: as above.
+        let block = unsafe { a.reallocate_bytes(block, 9 * MIB, 8) };
+        assert!(in_use_is_usable(block) >= 9 * MIB);
+        assert!(holds(block, 3 * MIB, 0x3c));
+        // SAFETY: live, freed once.
+        unsafe { a.deallocate_bytes(block) };
+        let s = a.stats();
+        assert_eq!(
+            (s.bytes_in_use, s.huge_blocks, s.huge_cached),
+            (0, 0, 1),
+            "{s:?}"
+        );
+        // Served again, whatever size the mapping has now.
+        let again = a.allocate_bytes(3 * MIB, 8);
+        in_use_is_usable(again);
+        // SAFETY: live, freed once.
+        unsafe { a.deallocate_bytes(again) };
+        a.collect();
+        let s = a.stats();
+        assert_eq!(
+            (s.bytes_in_use, s.bytes_mapped, s.segments),
+            (0, 0, 0),
+            "{s:?}"
+        );
     }
 
     #[test]
