@@ -1158,7 +1158,7 @@ mod tests {
         unsafe { a.deallocate_bytes(block) };
         let cached = a.stats();
         assert_eq!(cached.huge_cached, 1, "{cached:?}");
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::thread::sleep(std::time::Duration::from_millis(20));
         // No huge call: the first small allocation (a new heap's slow
         // path) purges the cache.
         let small = a.allocate_bytes(16, 8);
@@ -1175,7 +1175,7 @@ mod tests {
         // SAFETY: live, freed once.
         unsafe { a.deallocate_bytes(block) };
         assert_eq!(a.stats().huge_cached, 1);
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::thread::sleep(std::time::Duration::from_millis(20));
         let other = a.allocate_bytes(20 * MIB, 8);
         let s = a.stats();
         assert_eq!((s.huge_cached, s.huge_cache_hits), (0, 0), "{s:?}");
