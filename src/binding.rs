@@ -32,6 +32,16 @@
 //! * After the exit hook ran the state is [`NEVER_BIND`]: allocations made
 //!   by later destructors use the shared path and never re-bind (which
 //!   would lock a heap forever).
+//! * Secure build: beside the binding, the *verified segment* is either
+//!   [`NO_SEGMENT`] or a live `Regions` segment owned by the bound heap,
+//!   found so by the checked free path (segment map, kind, owner). A free
+//!   whose pointer lies in it, made through the bound instance, may skip
+//!   those three checks (see `Rulloc::deallocate_secure`). Every change of
+//!   the binding resets it, and so does unmapping any segment of the bound
+//!   heap, which only the bound thread can do (nobody else can lock a
+//!   bound heap). Dropping the instance unmaps the heap's segments from
+//!   another thread, but the binding's instance id then names no live
+//!   instance (ids are never reused), so no free matches the stale entry.
 
 use core::ptr;
 
@@ -49,36 +59,92 @@ pub(crate) struct Binding {
     pub(crate) heap: *const u8,
 }
 
+/// The verified segment when there is none: not segment-aligned, so no
+/// segment address equals it.
+pub(crate) const NO_SEGMENT: usize = 1;
+
+/// The thread-local of both platforms that have one: the binding and
+/// (secure build) the verified segment, in one thread-local so that one
+/// lookup finds both. `const`-initialised, without a destructor.
+#[cfg(any(all(unix, feature = "std"), all(windows, feature = "std", not(miri))))]
+mod slot {
+    use super::*;
+    use core::cell::Cell;
+
+    struct Slot {
+        binding: Cell<Binding>,
+        verified: Cell<usize>,
+    }
+
+    std::thread_local! {
+        static CURRENT: Slot = const {
+            Slot {
+                binding: Cell::new(Binding {
+                    instance: UNBOUND,
+                    heap: ptr::null(),
+                }),
+                verified: Cell::new(NO_SEGMENT),
+            }
+        };
+    }
+
+    #[inline(always)]
+    pub(crate) fn current() -> Binding {
+        CURRENT
+            .try_with(|slot| slot.binding.get())
+            .unwrap_or(Binding {
+                instance: NEVER_BIND,
+                heap: ptr::null(),
+            })
+    }
+
+    /// Sets the binding; the verified segment is reset with it.
+    pub(crate) fn set(binding: Binding) {
+        let _ = CURRENT.try_with(|slot| {
+            slot.binding.set(binding);
+            slot.verified.set(NO_SEGMENT);
+        });
+    }
+
+    /// The binding and the verified segment (see the module docs).
+    #[inline(always)]
+    pub(crate) fn verified() -> (Binding, usize) {
+        CURRENT
+            .try_with(|slot| (slot.binding.get(), slot.verified.get()))
+            .unwrap_or((
+                Binding {
+                    instance: NEVER_BIND,
+                    heap: ptr::null(),
+                },
+                NO_SEGMENT,
+            ))
+    }
+
+    /// Records `segment` as verified: the caller checked that it is a live
+    /// `Regions` segment owned by the bound heap.
+    pub(crate) fn set_verified(segment: usize) {
+        let _ = CURRENT.try_with(|slot| slot.verified.set(segment));
+    }
+
+    /// Forgets the verified segment (a segment of the bound heap is being
+    /// unmapped).
+    pub(crate) fn forget_verified() {
+        let _ = CURRENT.try_with(|slot| slot.verified.set(NO_SEGMENT));
+    }
+}
+
 #[cfg(all(unix, feature = "std"))]
 mod imp {
     use super::*;
-    use core::cell::Cell;
     use core::ffi::c_void;
     use core::sync::atomic::{AtomicUsize, Ordering};
 
     use crate::heap::HeapHeader;
 
-    std::thread_local! {
-        static CURRENT: Cell<Binding> =
-            const { Cell::new(Binding { instance: UNBOUND, heap: ptr::null() }) };
-    }
-
     /// The pthread key whose destructor unbinds, plus one (0: not created).
     static EXIT_KEY: AtomicUsize = AtomicUsize::new(0);
 
     pub(crate) const SUPPORTED: bool = true;
-
-    #[inline(always)]
-    pub(crate) fn current() -> Binding {
-        CURRENT.try_with(Cell::get).unwrap_or(Binding {
-            instance: NEVER_BIND,
-            heap: ptr::null(),
-        })
-    }
-
-    pub(crate) fn set(binding: Binding) {
-        let _ = CURRENT.try_with(|current| current.set(binding));
-    }
 
     fn exit_key() -> Option<libc::pthread_key_t> {
         let key = EXIT_KEY.load(Ordering::Acquire);
@@ -175,7 +241,6 @@ mod imp {
 #[cfg(all(windows, feature = "std", not(miri)))]
 mod imp {
     use super::*;
-    use core::cell::Cell;
     use core::ffi::c_void;
     use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -186,29 +251,12 @@ mod imp {
 
     use crate::heap::HeapHeader;
 
-    std::thread_local! {
-        static CURRENT: Cell<Binding> =
-            const { Cell::new(Binding { instance: UNBOUND, heap: ptr::null() }) };
-    }
-
     /// The FLS index whose callback unbinds, plus one (0: not allocated).
     static EXIT_SLOT: AtomicU32 = AtomicU32::new(0);
     /// The TLS index marking threads whose exit hook ran, plus one.
     static EXITED_SLOT: AtomicU32 = AtomicU32::new(0);
 
     pub(crate) const SUPPORTED: bool = true;
-
-    #[inline(always)]
-    pub(crate) fn current() -> Binding {
-        CURRENT.try_with(Cell::get).unwrap_or(Binding {
-            instance: NEVER_BIND,
-            heap: ptr::null(),
-        })
-    }
-
-    pub(crate) fn set(binding: Binding) {
-        let _ = CURRENT.try_with(|current| current.set(binding));
-    }
 
     /// An index from `alloc` (which fails with `out_of_indexes`), made once
     /// per process and kept in `cell` plus one; `free` gives back the index
@@ -339,6 +387,15 @@ mod imp {
 
     pub(crate) fn set(_binding: Binding) {}
 
+    #[inline(always)]
+    pub(crate) fn verified() -> (Binding, usize) {
+        (current(), NO_SEGMENT)
+    }
+
+    pub(crate) fn set_verified(_segment: usize) {}
+
+    pub(crate) fn forget_verified() {}
+
     pub(crate) fn register_exit(_heap: *const crate::heap::HeapHeader) -> bool {
         false
     }
@@ -346,4 +403,8 @@ mod imp {
     pub(crate) fn forget_current() {}
 }
 
-pub(crate) use imp::{current, forget_current, register_exit, set, SUPPORTED};
+#[cfg(not(any(all(unix, feature = "std"), all(windows, feature = "std", not(miri)))))]
+pub(crate) use imp::{current, forget_verified, set, set_verified, verified};
+pub(crate) use imp::{forget_current, register_exit, SUPPORTED};
+#[cfg(any(all(unix, feature = "std"), all(windows, feature = "std", not(miri))))]
+pub(crate) use slot::{current, forget_verified, set, set_verified, verified};

@@ -660,7 +660,7 @@ impl<const N: usize> Heap<N> {
         unsafe {
             if (*region).kind == RegionKind::Small {
                 if crate::block::SECURE {
-                    // Every double and interior free (the live bitmap).
+                    // Every double and interior free (the live map).
                     Region::release_live(region, block, "free of invalid pointer");
                 } else if block.cast() == (*region).free {
                     // Cheap double-free check: the block was just freed (it
@@ -694,13 +694,14 @@ impl<const N: usize> Heap<N> {
         }
     }
 
-    /// [`Heap::free_owned`] of a small block.
+    /// [`Heap::free_owned`] of a small block (also the secure build's free
+    /// fast path, once `Region::try_release_live` cleared the live byte).
     ///
     /// # Safety
     ///
     /// As for [`Heap::free_owned`]; `region` is a small region.
     #[inline(always)]
-    unsafe fn free_small(&self, region: *mut Region, block: *mut u8) {
+    pub(crate) unsafe fn free_small(&self, region: *mut Region, block: *mut u8) {
         // SAFETY: lock held; region is ours.
         unsafe {
             // Read the fields before writing the block's link: the compiler
@@ -724,7 +725,7 @@ impl<const N: usize> Heap<N> {
             // An empty region at the head of its queue stays: it is the one
             // allocation serves from next. (A free into a region with nothing
             // in use is a double free, but checking it here costs every free
-            // two instructions: the secure build's bitmap catches it.)
+            // two instructions: the secure build's live map catches it.)
             if (*region).in_full || (used == 1 && !(*region).prev.is_null()) {
                 self.free_small_slow(region);
             }
@@ -872,7 +873,7 @@ impl<const N: usize> Heap<N> {
                 let region = segment::region_of(segment::segment_of(block_ptr), block_ptr);
                 bump(&self.counters.remote_frees, 1);
                 if crate::block::SECURE && (*region).kind == RegionKind::Small {
-                    // Remote frees leave the live bit to the owner.
+                    // Remote frees leave the live byte to the owner.
                     Region::release_live(region, block_ptr, "free of invalid pointer");
                 }
                 self.free_owned(region, block_ptr);

@@ -22,7 +22,7 @@
 //!   twice in a row (it is the head of its free list) or into an empty
 //!   region.
 //! * `secure` feature: additionally every double free and interior free of
-//!   small blocks (a per-region bitmap of live blocks and a boundary check),
+//!   small blocks (a per-region map of live blocks and a boundary check),
 //!   same-thread and cross-thread, and corrupted free-list links (links are
 //!   encoded with per-region random keys).
 //!

@@ -623,6 +623,12 @@ impl SpanPool {
 /// `segment` is live, on no list, and nothing in it is used any more.
 pub(crate) unsafe fn unmap_segment(segment: *mut Segment, events: &mut SpanEvents) {
     misuse::unregister_segment(segment.addr());
+    if crate::block::SECURE {
+        // It may be the one the free fast path trusts (see
+        // `crate::binding`): the caller holds the owner heap, so if that
+        // heap is bound, the caller is its thread.
+        crate::binding::forget_verified();
+    }
     // SAFETY: caller's contract; the header records the mapping exactly.
     unsafe {
         let (mapping, size, align) = (
