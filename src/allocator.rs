@@ -407,14 +407,15 @@ impl<const N: usize> Rulloc<N> {
         }
     }
 
-    /// The secure build's free. Fast path: `ptr` lies in this thread's
-    /// verified segment (see [`crate::binding`]: a live `Regions` segment
-    /// of the heap bound to this thread for this instance), so the segment
-    /// map, the segment's kind and its owner need no look; what is left is
-    /// the layout, the block grid and the live byte, each of which, failing,
-    /// sends the pointer to [`Rulloc::deallocate_checked`], which checks
-    /// everything from the start and names the misuse. No call is made
-    /// outside tail position, so the fast path needs no stack frame.
+    /// The secure build's free. Fast path: the segment map tags `ptr`'s
+    /// segment with the tag of the heap bound to this thread (see
+    /// [`crate::misuse`]), so one byte load and one compare settle that the
+    /// segment is live, holds regions and is this thread's own, and no
+    /// header is read for it; what is left is the layout, the block grid and
+    /// the live byte, each of which, failing, sends the pointer to
+    /// [`Rulloc::deallocate_checked`], which checks everything from the
+    /// start and names the misuse. No call is made outside tail position, so
+    /// the fast path needs no stack frame.
     ///
     /// # Safety
     ///
@@ -423,12 +424,13 @@ impl<const N: usize> Rulloc<N> {
     #[inline(always)]
     unsafe fn deallocate_secure(&self, ptr: *mut u8, layout: Option<Layout>) {
         let segment = segment_of(ptr);
-        let (bound, verified) = binding::verified();
-        if verified == segment.addr() && bound.instance == self.id.load(Ordering::Relaxed) {
-            // SAFETY: the verified segment is mapped, holds regions and
-            // belongs to the heap bound to this thread, which only this
-            // thread uses; every fact about `ptr` itself is checked before
-            // anything is written.
+        let (bound, tag) = binding::bound_tag();
+        if misuse::segment_tag(segment.addr()) == tag {
+            // SAFETY: the segment map tags the segment with the bound heap's
+            // tag: it is mapped, holds regions and belongs to the heap bound
+            // to this thread, which only this thread uses (see
+            // `crate::misuse`); every fact about `ptr` itself is checked
+            // before anything is written.
             unsafe {
                 let region = region_of(segment, ptr);
                 let fits = match layout {
@@ -450,8 +452,7 @@ impl<const N: usize> Rulloc<N> {
 
     /// The secure build's free with every check, in order: the segment map
     /// (before any header is read), huge blocks, the layout, then the owner
-    /// heap's free, which checks the block grid and the live byte. A small
-    /// block of this thread's own heap makes its segment the verified one.
+    /// heap's free, which checks the block grid and the live byte.
     ///
     /// # Safety
     ///
@@ -472,9 +473,6 @@ impl<const N: usize> Rulloc<N> {
             }
             let heap = owner_of::<N>(segment);
             if heap.cast::<u8>().cast_const() == binding::current().heap {
-                // A live `Regions` segment of the bound heap: the fast path
-                // may trust it from now on.
-                binding::set_verified(segment.addr());
                 (*heap).free_local(region, ptr);
             } else {
                 Self::deallocate_foreign(heap, region, ptr);
@@ -1455,9 +1453,9 @@ mod tests {
             blocks.push(a.allocate_bytes(32, 8));
         }
         let stats = a.stats();
-        // 32 MB of blocks in 4 MiB segments of 63 usable slots (62 in the
-        // secure build, whose regions also give 1 block in 33 to the live
-        // map): 8 segments (9) plus the heap's own mapping.
+        // 32 MB of blocks in 4 MiB segments of 63 usable slots (the secure
+        // build's regions also give 1 block in 33 to the live map): 8
+        // segments (9) plus the heap's own mapping.
         let mut per_slot = SLOT_SIZE / 32;
         if crate::block::SECURE {
             per_slot -= per_slot.div_ceil(33);

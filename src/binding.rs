@@ -32,16 +32,14 @@
 //! * After the exit hook ran the state is [`NEVER_BIND`]: allocations made
 //!   by later destructors use the shared path and never re-bind (which
 //!   would lock a heap forever).
-//! * Secure build: beside the binding, the *verified segment* is either
-//!   [`NO_SEGMENT`] or a live `Regions` segment owned by the bound heap,
-//!   found so by the checked free path (segment map, kind, owner). A free
-//!   whose pointer lies in it, made through the bound instance, may skip
-//!   those three checks (see `Rulloc::deallocate_secure`). Every change of
-//!   the binding resets it, and so does unmapping any segment of the bound
-//!   heap, which only the bound thread can do (nobody else can lock a
-//!   bound heap). Dropping the instance unmaps the heap's segments from
-//!   another thread, but the binding's instance id then names no live
-//!   instance (ids are never reused), so no free matches the stale entry.
+//! * Beside the binding, the thread-local holds the bound heap's *tag*
+//!   (see [`crate::misuse`]; [`crate::misuse::NO_TAG`] without a bound
+//!   heap or for a heap without a tag), set with every change of the
+//!   binding. A heap's tag is its own until its memory is unmapped, which
+//!   happens only once no binding names it, so a segment the map tags with
+//!   the thread's tag is a live segment of the thread's bound heap: the
+//!   secure build's free fast path relies on it (see
+//!   `Rulloc::deallocate_secure`).
 
 use core::ptr;
 
@@ -59,21 +57,20 @@ pub(crate) struct Binding {
     pub(crate) heap: *const u8,
 }
 
-/// The verified segment when there is none: not segment-aligned, so no
-/// segment address equals it.
-pub(crate) const NO_SEGMENT: usize = 1;
-
-/// The thread-local of both platforms that have one: the binding and
-/// (secure build) the verified segment, in one thread-local so that one
-/// lookup finds both. `const`-initialised, without a destructor.
+/// The thread-local of both platforms that have one: the binding and the
+/// bound heap's tag, in one thread-local so that one lookup finds both.
+/// `const`-initialised, without a destructor.
 #[cfg(any(all(unix, feature = "std"), all(windows, feature = "std", not(miri))))]
 mod slot {
     use super::*;
     use core::cell::Cell;
 
+    use crate::heap::HeapHeader;
+    use crate::misuse::NO_TAG;
+
     struct Slot {
         binding: Cell<Binding>,
-        verified: Cell<usize>,
+        tag: Cell<u8>,
     }
 
     std::thread_local! {
@@ -83,7 +80,7 @@ mod slot {
                     instance: UNBOUND,
                     heap: ptr::null(),
                 }),
-                verified: Cell::new(NO_SEGMENT),
+                tag: Cell::new(NO_TAG),
             }
         };
     }
@@ -98,38 +95,29 @@ mod slot {
             })
     }
 
-    /// Sets the binding; the verified segment is reset with it.
+    /// Sets the binding, and the tag with it. `binding.heap` is null or a
+    /// live heap.
     pub(crate) fn set(binding: Binding) {
+        // SAFETY: bindings name null or a live heap (see the invariants).
+        let tag = unsafe { HeapHeader::bound_tag(binding.heap) };
         let _ = CURRENT.try_with(|slot| {
             slot.binding.set(binding);
-            slot.verified.set(NO_SEGMENT);
+            slot.tag.set(tag);
         });
     }
 
-    /// The binding and the verified segment (see the module docs).
+    /// The binding and the bound heap's tag (see the module docs).
     #[inline(always)]
-    pub(crate) fn verified() -> (Binding, usize) {
+    pub(crate) fn bound_tag() -> (Binding, u8) {
         CURRENT
-            .try_with(|slot| (slot.binding.get(), slot.verified.get()))
+            .try_with(|slot| (slot.binding.get(), slot.tag.get()))
             .unwrap_or((
                 Binding {
                     instance: NEVER_BIND,
                     heap: ptr::null(),
                 },
-                NO_SEGMENT,
+                NO_TAG,
             ))
-    }
-
-    /// Records `segment` as verified: the caller checked that it is a live
-    /// `Regions` segment owned by the bound heap.
-    pub(crate) fn set_verified(segment: usize) {
-        let _ = CURRENT.try_with(|slot| slot.verified.set(segment));
-    }
-
-    /// Forgets the verified segment (a segment of the bound heap is being
-    /// unmapped).
-    pub(crate) fn forget_verified() {
-        let _ = CURRENT.try_with(|slot| slot.verified.set(NO_SEGMENT));
     }
 }
 
@@ -374,6 +362,7 @@ mod imp {
 #[cfg(not(any(all(unix, feature = "std"), all(windows, feature = "std", not(miri)))))]
 mod imp {
     use super::*;
+    use crate::misuse::NO_TAG;
 
     pub(crate) const SUPPORTED: bool = false;
 
@@ -388,13 +377,9 @@ mod imp {
     pub(crate) fn set(_binding: Binding) {}
 
     #[inline(always)]
-    pub(crate) fn verified() -> (Binding, usize) {
-        (current(), NO_SEGMENT)
+    pub(crate) fn bound_tag() -> (Binding, u8) {
+        (current(), NO_TAG)
     }
-
-    pub(crate) fn set_verified(_segment: usize) {}
-
-    pub(crate) fn forget_verified() {}
 
     pub(crate) fn register_exit(_heap: *const crate::heap::HeapHeader) -> bool {
         false
@@ -404,7 +389,7 @@ mod imp {
 }
 
 #[cfg(not(any(all(unix, feature = "std"), all(windows, feature = "std", not(miri)))))]
-pub(crate) use imp::{current, forget_verified, set, set_verified, verified};
+pub(crate) use imp::{bound_tag, current, set};
 pub(crate) use imp::{forget_current, register_exit, SUPPORTED};
 #[cfg(any(all(unix, feature = "std"), all(windows, feature = "std", not(miri))))]
-pub(crate) use slot::{current, forget_verified, set, set_verified, verified};
+pub(crate) use slot::{bound_tag, current, set};

@@ -171,6 +171,9 @@ pub(crate) struct HeapHeader {
     /// Bytes of the mapping holding this heap, which the exit hook unmaps
     /// itself if the allocator was dropped while the thread was bound.
     pub(crate) mapping_size: usize,
+    /// The heap's tag in the segment map (see [`crate::misuse`]): taken
+    /// when the heap is created, given back when its mapping is unmapped.
+    pub(crate) tag: u8,
 }
 
 impl HeapHeader {
@@ -204,13 +207,43 @@ impl HeapHeader {
     /// nobody else will ever touch it.
     pub(crate) unsafe fn unmap_orphan(header: *const HeapHeader) {
         // SAFETY: caller's contract; the heap was mapped whole at its header.
+        unsafe { Self::unmap(header) }
+    }
+
+    /// Unmaps a heap's own mapping and gives its tag back.
+    ///
+    /// # Safety
+    ///
+    /// `header` heads a heap that nobody uses any more and no binding names.
+    unsafe fn unmap(header: *const HeapHeader) {
+        // SAFETY: caller's contract; the heap was mapped whole at its header.
         unsafe {
-            let size = (*header).mapping_size;
+            let (size, tag) = ((*header).mapping_size, (*header).tag);
             platform::unmap(
                 NonNull::new_unchecked(header.cast_mut().cast()),
                 size,
                 platform::page_size(),
             );
+            misuse::release_heap_tag(tag);
+        }
+    }
+
+    /// The tag a thread bound to `heap` compares segment tags with: the
+    /// heap's, or [`misuse::NO_TAG`] for no heap or one without a tag of
+    /// its own (whose segments are tagged [`misuse::TAG_SHARED`], like
+    /// those of every other such heap).
+    ///
+    /// # Safety
+    ///
+    /// `heap` is null or a live heap.
+    pub(crate) unsafe fn bound_tag(heap: *const u8) -> u8 {
+        if heap.is_null() {
+            return misuse::NO_TAG;
+        }
+        // SAFETY: caller's contract; every heap starts with its header.
+        match unsafe { (*heap.cast::<HeapHeader>()).tag } {
+            misuse::TAG_SHARED => misuse::NO_TAG,
+            tag => tag,
         }
     }
 }
@@ -267,8 +300,9 @@ impl<const N: usize> Heap<N> {
         for (bucket, &size) in buckets.iter_mut().zip(config.sizes.iter()) {
             *bucket = Bucket::new(size);
         }
+        let tag = misuse::take_heap_tag();
         let mut spans = SpanPool::new();
-        spans.set_owner(heap.cast());
+        spans.set_owner(heap.cast(), tag);
         // SAFETY: a fresh page-aligned mapping large enough for a Heap<N>.
         unsafe {
             heap.write(Heap {
@@ -276,6 +310,7 @@ impl<const N: usize> Heap<N> {
                     lock: SpinLock::new(),
                     on_thread_exit: Self::on_thread_exit,
                     mapping_size,
+                    tag,
                 },
                 purge_delay_ms: AtomicUsize::new(purge_delay_ms),
                 delayed: DelayedStack::new(),
@@ -317,8 +352,7 @@ impl<const N: usize> Heap<N> {
             let mut events = SpanEvents::default();
             (*(*heap).local.get()).spans.release_all(&mut events);
             if unmap_heap {
-                let mapping = NonNull::new_unchecked(heap.cast::<u8>());
-                platform::unmap(mapping, (*heap).header.mapping_size, platform::page_size());
+                HeapHeader::unmap(heap.cast::<HeapHeader>().cast_const());
             }
         }
     }
