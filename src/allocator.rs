@@ -424,8 +424,9 @@ impl<const N: usize> Rulloc<N> {
     #[inline(always)]
     unsafe fn deallocate_secure(&self, ptr: *mut u8, layout: Option<Layout>) {
         let segment = segment_of(ptr);
-        let (bound, tag) = binding::bound_tag();
-        if misuse::segment_tag(segment.addr()) == tag {
+        let (bound, own_tag) = binding::bound_tag();
+        let tag = misuse::segment_tag(segment.addr());
+        if tag == own_tag {
             // SAFETY: the segment map tags the segment with the bound heap's
             // tag: it is mapped, holds regions and belongs to the heap bound
             // to this thread, which only this thread uses (see
@@ -446,25 +447,32 @@ impl<const N: usize> Rulloc<N> {
                 }
             }
         }
-        // SAFETY: forwarded.
-        unsafe { self.deallocate_checked(ptr, layout) }
+        // SAFETY: forwarded; `tag` is the segment map's.
+        unsafe { Self::deallocate_checked(ptr, layout, tag, self) }
     }
 
     /// The secure build's free with every check, in order: the segment map
-    /// (before any header is read), huge blocks, the layout, then the owner
-    /// heap's free, which checks the block grid and the live byte.
+    /// (`tag`, read by the caller before any header), huge blocks, the
+    /// layout, then the owner heap's free, which checks the block grid and
+    /// the live byte. (`this` last: the pointer and layout stay in the
+    /// registers the caller got them in, a tail call with no moves.)
     ///
     /// # Safety
     ///
-    /// As for [`Rulloc::deallocate_secure`].
+    /// As for [`Rulloc::deallocate_secure`]; `tag` is the segment map's tag
+    /// for `ptr`'s segment.
     #[inline(never)]
-    unsafe fn deallocate_checked(&self, ptr: *mut u8, layout: Option<Layout>) {
-        let segment = checked_segment_of(ptr, "free of invalid pointer");
-        // SAFETY: the segment map says the header is mapped; a live block's
-        // segment kind and owner never change while the block lives.
+    unsafe fn deallocate_checked(ptr: *mut u8, layout: Option<Layout>, tag: u8, this: &Self) {
+        if tag == 0 {
+            misuse::fatal("free of invalid pointer", ptr);
+        }
+        let segment = segment_of(ptr);
+        // SAFETY: the segment map says the segment is live, and whether it
+        // is huge; a live block's segment kind and owner never change while
+        // the block lives.
         unsafe {
-            if (*segment).kind == SegmentKind::Huge {
-                self.deallocate_huge(segment, ptr, layout);
+            if tag == misuse::TAG_HUGE {
+                this.deallocate_huge(segment, ptr, layout);
                 return;
             }
             let region = region_of(segment, ptr);

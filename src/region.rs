@@ -475,19 +475,24 @@ impl Region {
             }
             let mut block = thread_free.swap(0, Ordering::Acquire) as *mut Block;
             let mut count = 0;
+            // Read once: the compiler cannot tell that the blocks' links,
+            // written below, do not alias the descriptor.
             let key = (*region).key;
+            let check = block::SECURE && (*region).kind == RegionKind::Small;
+            let mut head = (*region).free;
             while !block.is_null() {
-                if block::SECURE && (*region).kind == RegionKind::Small {
+                if check {
                     // Checked before its link is read: the head passed
                     // `push_remote`'s check, the others come from links.
                     Self::release_live(region, block.cast(), "corrupted free list in region");
                 }
                 let next = block::next_of(block, key);
-                block::set_next(block, (*region).free, key);
-                (*region).free = block;
+                block::set_next(block, head, key);
+                head = block;
                 block = next;
                 count += 1;
             }
+            (*region).free = head;
             (*region).used -= count;
             count
         }
