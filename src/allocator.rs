@@ -1186,10 +1186,8 @@ unsafe fn check_block(region: *mut Region, ptr: *const u8, what: &str) {
     // SAFETY: descriptors of a live segment are readable.
     let valid = unsafe {
         match (*region).kind {
-            RegionKind::Small => {
-                let offset = ptr.addr().wrapping_sub((*region).start.addr());
-                ptr.addr() < (*region).end.addr() && offset % (*region).block_size == 0
-            }
+            // A multiply and a rotate, not a division (see `index_of`).
+            RegionKind::Small => Region::index_of(region, ptr) < (*region).capacity,
             RegionKind::Large => ptr == (*region).start.cast_const(),
             _ => false,
         }

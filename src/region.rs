@@ -223,7 +223,7 @@ impl Region {
         }
     }
 
-    /// Secure build: the index of `block` among the region's blocks, or a
+    /// The index of `block` among the region's blocks, or a
     /// number `>= capacity` when `block` is not the start of one of them
     /// (outside the region, or inside a block). No division and no second
     /// compare: with `block_size = d << shift`, `d` odd, the offset from
