@@ -14,6 +14,7 @@
 #   bench/secure_cost.sh --instructions --scale 0.1   # every case under
 #                                         # callgrind once: instructions, not time
 #   bench/secure_cost.sh --no-build       # use the binaries as they are
+#   bench/secure_cost.sh --write          # also replace its section of BENCHMARKS.md
 #
 # The ≤ 1.05 target of issue 7 is for the 15 original cases (pair32,
 # larson-t1/-t2, xmalloc-t2/-t4, mstress-t1/-t2, vec-push, string-build,
@@ -23,8 +24,11 @@
 # moves by 10 % between identical runs: --instructions runs each case once
 # per build under callgrind instead and compares total instructions (whole
 # process, threads serialised), a repeatable proxy that misses cache, TLB
-# and page-fault effects (guard pages, huge pages, memory layout). The checksums of the two builds must
-# match. The output is a Markdown table for BENCHMARKS.md's secure section.
+# and page-fault effects (guard pages, huge pages, memory layout). The
+# checksums of the two builds must match. The output is Markdown; with
+# --write it also replaces the section of BENCHMARKS.md between the lines
+#   <!-- secure:start -->   and   <!-- secure:end -->
+# (or appends it), which the Rust driver keeps when it rewrites the file.
 #
 # Exit status: 0 fine; 1 a run failed or checksums differ; 2 bad usage.
 #
@@ -34,12 +38,15 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+command_line="bench/secure_cost.sh${*:+ $*}"
+load_at_start=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?")
 runs=5
 scale=1
 build=1
 timing=1
 callgrind=1
 all=0
+write=0
 instructions=0
 filters=()
 
@@ -58,6 +65,7 @@ while [ $# -gt 0 ]; do
         shift 2
         ;;
     --all) all=1; shift ;;
+    --write) write=1; shift ;;
     --no-build) build=0; shift ;;
     --callgrind-only) timing=0; shift ;;
     --instructions) instructions=1; shift ;;
@@ -117,6 +125,31 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# Everything reported, in order: printed, and with --write, the section.
+body=$work/body.md
+: >"$body"
+report() { tee -a "$body"; }
+
+# With --write: the section between its markers in BENCHMARKS.md.
+write_section() {
+    [ "$write" = 1 ] || return 0
+    local section=$work/section.md
+    {
+        echo "<!-- secure:start -->"
+        echo "## What the \`secure\` feature costs"
+        echo
+        echo "\`$command_line\` on $(date -u +%Y-%m-%d), commit $(git -C "$repo" describe --always --dirty --abbrev=7)," \
+            "$(nproc) cores, load average $load_at_start at the start. The same bench-rulloc" \
+            "built twice (default and \`--features rulloc/secure\`), runs interleaved; ratio =" \
+            "secure / default, geometric mean over the cases. Instruction counts are the" \
+            "repeatable figure; wall and CPU time move by several percent between identical" \
+            "runs on this shared machine."
+        echo
+        cat "$body"
+        echo "<!-- secure:end -->"
+    } >"$section"
+    python3 "$repo/bench/write_section.py" "$repo/BENCHMARKS.md" "$section"
+}
 
 if [ "$callgrind" = 1 ]; then
     command -v valgrind >/dev/null || { echo "secure_cost.sh: valgrind not found" >&2; exit 2; }
@@ -136,15 +169,21 @@ if [ "$callgrind" = 1 ]; then
     d=$(per_iteration "$default_bin" pair32)
     s=$(per_iteration "$secure_bin" pair32)
     awk -v l="$loop" -v d="$d" -v s="$s" 'BEGIN {
-        printf "instructions per pair32 alloc+free (loop of %.1f subtracted): default %.1f, secure %.1f (%.2f x, +%.1f)\n",
-            l, d - l, s - l, (s - l) / (d - l), s - d }'
+        printf "Instructions per pair32 alloc+free (callgrind, the loop'"'"'s %.1f subtracted): default %.1f, secure %.1f (%.2f x, +%.1f).\n\n",
+            l, d - l, s - l, (s - l) / (d - l), s - d }' | report
 fi
 
-[ "$timing" = 1 ] || exit 0
+if [ "$timing" = 0 ]; then
+    write_section
+    exit 0
+fi
 command -v python3 >/dev/null || { echo "secure_cost.sh: python3 not found" >&2; exit 2; }
 
 if [ "$instructions" = 1 ]; then
     command -v valgrind >/dev/null || { echo "secure_cost.sh: valgrind not found" >&2; exit 2; }
+    echo "Instructions (callgrind, whole process), one run per case and build at scale $scale:" | report
+    echo | report
+    {
     echo "| case | default instructions | secure instructions | ratio |"
     echo "|---|---:|---:|---:|"
     for entry in "${cases[@]}"; do
@@ -161,6 +200,9 @@ if [ "$instructions" = 1 ]; then
         /^\|/ { print; next }
         { r = $3 / $2; l += log(r); n++; printf "| %s | %d | %d | %.3f |\n", $1, $2, $3, r }
         END { if (n) printf "| **geometric mean** (%d cases) | | | **%.3f** |\n", n, exp(l / n) }'
+    } | report
+    echo | report
+    write_section
     exit 0
 fi
 
@@ -216,6 +258,8 @@ for entry in "${cases[@]}"; do
     order="$order $id"
 done
 
+echo "Median of $runs runs at scale $scale; wall = the workload's own time (start-up excluded), CPU = user + sys of the process:" | report
+echo | report
 awk -v order="$order" '
     function median(list,    n, v, i, j, t) {
         n = split(list, v, " ")
@@ -243,5 +287,7 @@ awk -v order="$order" '
         }
         if (m) printf "| **geometric mean** (%d cases) | | | **%.3f** | | | **%.3f** |\n", m, exp(lw / m), exp(lc / m)
         for (id in bad) exit 1
-    }' "$results" || status=1
+    }' "$results" | report || status=1
+echo | report
+write_section
 exit $status
