@@ -41,6 +41,13 @@
 //!   Without it the core is `no_std` (it needs only `core` and a platform
 //!   backend: `libc` on Unix, `windows-sys` on Windows).
 //! * `nightly`: `core::alloc::Allocator` (through `allocator-api2/nightly`).
+//! * `secure`: the hardened build (see the README's misuse table): every double free and
+//!   every free of an interior or foreign pointer, same-thread or
+//!   cross-thread, stops the process, as do a `realloc` of a freed block, a
+//!   corrupted free-list link (links are encoded with per-region random
+//!   keys) and a sized `dealloc` whose layout does not fit the block;
+//!   allocation order is randomised and guard pages surround metadata and
+//!   segments. What it costs: the secure section of `BENCHMARKS.md`.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 // With `nightly`, allocator-api2's `Allocator` *is* `core::alloc::Allocator`.
 #![cfg_attr(feature = "nightly", feature(allocator_api))]
