@@ -11,8 +11,9 @@
 #   bench/secure_cost.sh --all            # every case of the driver's suite
 #   bench/secure_cost.sh --runs 3 --scale 0.5 box-tree pair32
 #   bench/secure_cost.sh --callgrind-only # instruction counts only (~10 s)
-#   bench/secure_cost.sh --instructions --scale 0.1   # every case under
-#                                         # callgrind once: instructions, not time
+#   bench/secure_cost.sh --instructions   # also every case once under callgrind
+#                                         # (scale 0.1, or --instructions-scale F)
+#   bench/secure_cost.sh --instructions --no-timing   # instructions only
 #   bench/secure_cost.sh --no-build       # use the binaries as they are
 #   bench/secure_cost.sh --write          # also replace its section of BENCHMARKS.md
 #
@@ -22,7 +23,7 @@
 # Runs alternate builds (which goes first flips every run), so slow drift
 # of a shared machine hits both alike. On a loaded machine even CPU time
 # moves by 10 % between identical runs: --instructions runs each case once
-# per build under callgrind instead and compares total instructions (whole
+# per build under callgrind too and compares total instructions (whole
 # process, threads serialised), a repeatable proxy that misses cache, TLB
 # and page-fault effects (guard pages, huge pages, memory layout). The
 # checksums of the two builds must match. The output is Markdown; with
@@ -48,6 +49,7 @@ callgrind=1
 all=0
 write=0
 instructions=0
+instructions_scale=0.1
 filters=()
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
@@ -69,6 +71,13 @@ while [ $# -gt 0 ]; do
     --no-build) build=0; shift ;;
     --callgrind-only) timing=0; shift ;;
     --instructions) instructions=1; shift ;;
+    --instructions-scale)
+        [ $# -ge 2 ] && [[ "$2" =~ ^[0-9]*\.?[0-9]+$ ]] || { echo "--instructions-scale needs a number" >&2; exit 2; }
+        instructions=1
+        instructions_scale=$2
+        shift 2
+        ;;
+    --no-timing) timing=0; shift ;;
     --no-callgrind) callgrind=0; shift ;;
     -h | --help) usage; exit 0 ;;
     -*) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -173,15 +182,11 @@ if [ "$callgrind" = 1 ]; then
             l, d - l, s - l, (s - l) / (d - l), s - d }' | report
 fi
 
-if [ "$timing" = 0 ]; then
-    write_section
-    exit 0
-fi
 command -v python3 >/dev/null || { echo "secure_cost.sh: python3 not found" >&2; exit 2; }
 
 if [ "$instructions" = 1 ]; then
     command -v valgrind >/dev/null || { echo "secure_cost.sh: valgrind not found" >&2; exit 2; }
-    echo "Instructions (callgrind, whole process), one run per case and build at scale $scale:" | report
+    echo "Instructions (callgrind, whole process), one run per case and build at scale $instructions_scale:" | report
     echo | report
     {
     echo "| case | default instructions | secure instructions | ratio |"
@@ -191,7 +196,7 @@ if [ "$instructions" = 1 ]; then
         counts=()
         for bin in "$default_bin" "$secure_bin"; do
             valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
-                "$bin" "$workload" --threads "$threads" --scale "$scale" >/dev/null 2>&1 \
+                "$bin" "$workload" --threads "$threads" --scale "$instructions_scale" >/dev/null 2>&1 \
                 || { echo "secure_cost.sh: $bin $id failed under callgrind" >&2; exit 1; }
             counts+=("$(awk '/^(summary|totals):/ { print $2; exit }' "$work/cg.out")")
         done
@@ -202,6 +207,9 @@ if [ "$instructions" = 1 ]; then
         END { if (n) printf "| **geometric mean** (%d cases) | | | **%.3f** |\n", n, exp(l / n) }'
     } | report
     echo | report
+fi
+
+if [ "$timing" = 0 ]; then
     write_section
     exit 0
 fi
