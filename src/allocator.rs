@@ -1186,7 +1186,8 @@ unsafe fn check_block(region: *mut Region, ptr: *const u8, what: &str) {
     // SAFETY: descriptors of a live segment are readable.
     let valid = unsafe {
         match (*region).kind {
-            // A multiply and a rotate, not a division (see `index_of`).
+            // One multiply and a rotate instead of a division (see
+            // `Region::index_of`).
             RegionKind::Small => Region::index_of(region, ptr) < (*region).capacity,
             RegionKind::Large => ptr == (*region).start.cast_const(),
             _ => false,
@@ -1406,6 +1407,7 @@ mod hint {
 mod tests {
     use super::*;
     use crate::bucket::DEFAULT_BUCKET_SIZES;
+    use crate::segment::CACHED_SEGMENTS;
 
     fn fill(block: *mut u8, len: usize, seed: u8) {
         for i in 0..len {
@@ -1713,6 +1715,42 @@ mod tests {
             assert_eq!((*heap).purge_backoff(), 0);
             a.deallocate_bytes(second);
         }
+    }
+
+    /// A heap that maps segments again right after it unmapped empty ones
+    /// backs off, and then keeps its empty segments (for the longer delay)
+    /// instead of unmapping them beyond the first `CACHED_SEGMENTS`.
+    #[test]
+    fn backed_off_heaps_keep_their_empty_segments() {
+        let a = Rulloc::new();
+        // A long delay: the test measures what happens within it.
+        a.set_purge_delay_ms(1000);
+        // 2 MiB blocks: one per segment.
+        let wave = 2 * CACHED_SEGMENTS;
+        let size = LARGE_MAX_SIZE;
+        let alloc_wave =
+            || -> std::vec::Vec<*mut u8> { (0..wave).map(|_| a.allocate_bytes(size, 8)).collect() };
+        let free_wave = |blocks: std::vec::Vec<*mut u8>| {
+            for block in blocks {
+                // SAFETY: live blocks of `a`, each freed once.
+                unsafe { a.deallocate_bytes(block) };
+            }
+        };
+        let first = alloc_wave();
+        assert!(first.iter().all(|b| !b.is_null()));
+        let heap = owner_of::<DEFAULT_BUCKET_COUNT>(segment_of(first[0]));
+        let before = a.stats().unmap_calls;
+        free_wave(first);
+        assert_eq!(a.stats().unmap_calls - before, wave - CACHED_SEGMENTS);
+        // The second wave maps again what the first just gave back.
+        let second = alloc_wave();
+        // SAFETY: this thread is the heap's only user.
+        assert!(unsafe { (*heap).purge_backoff() } > 0);
+        let before = a.stats().unmap_calls;
+        free_wave(second);
+        assert_eq!(a.stats().unmap_calls, before, "every empty segment kept");
+        a.collect();
+        assert_eq!(a.stats().unmap_calls - before, wave);
     }
 
     /// `bytes_requested` adds up the sizes asked for, on every path, and

@@ -6,11 +6,18 @@
 //! ```text
 //!  Bucket (48 B blocks)
 //!   queue: [Region A] <-> [Region B] <-> [Region C]    regions that may have room
-//!            ^ allocation pops A's free list; when A runs dry, A moves to ...
+//!            ^ allocation pops A's free list;         ^ queue_tail
+//!              when A runs dry, A moves to ...
 //!   full:  [Region D] <-> [Region E]                   regions with no free block
 //!            ^ a free into D (local, or remote via the delayed stack) moves D
-//!              back to the front of the queue
+//!              to the *back* of the queue
 //! ```
+//!
+//! Back, not front: by the time allocation reaches D, the frees that keep
+//! landing in it (now plain fast-path frees) have given it a batch of
+//! blocks. Put at the front, D would hand out its one block and park again
+//! at once: in a churn where frees hit random regions (larson) that made a
+//! quarter of all allocations and frees take their slow paths.
 //!
 //! [`Config`] maps a request `(size, align)` to a bucket: a table lookup for
 //! sizes up to [`LOOKUP_MAX`] and a binary search above. Requests larger than
@@ -186,6 +193,8 @@ impl<const N: usize> Config<N> {
 pub(crate) struct Bucket {
     /// Regions that may have free blocks; allocation serves from the head.
     pub(crate) queue: *mut Region,
+    /// The last region of `queue` (null when it is empty).
+    pub(crate) queue_tail: *mut Region,
     /// Regions with no free block, parked until something is freed in them.
     pub(crate) full: *mut Region,
     pub(crate) block_size: usize,
@@ -197,10 +206,62 @@ impl Bucket {
     pub(crate) const fn new(block_size: usize) -> Self {
         Self {
             queue: ptr::null_mut(),
+            queue_tail: ptr::null_mut(),
             full: ptr::null_mut(),
             block_size,
             region_slots: region_slots(block_size),
         }
+    }
+
+    /// Puts `region` at the head of the queue: allocation serves from it
+    /// next.
+    ///
+    /// # Safety
+    ///
+    /// `region` is a live region of the caller's locked heap, on no list.
+    pub(crate) unsafe fn queue_push_front(&mut self, region: *mut Region) {
+        if self.queue.is_null() {
+            self.queue_tail = region;
+        }
+        // SAFETY: forwarded.
+        unsafe { list_push_front(&mut self.queue, region) };
+    }
+
+    /// Puts `region` at the end of the queue: allocation reaches it after
+    /// every region ahead of it.
+    ///
+    /// # Safety
+    ///
+    /// `region` is a live region of the caller's locked heap, on no list.
+    pub(crate) unsafe fn queue_push_back(&mut self, region: *mut Region) {
+        let tail = self.queue_tail;
+        if tail.is_null() {
+            // SAFETY: forwarded; the queue is empty.
+            unsafe { self.queue_push_front(region) };
+            return;
+        }
+        // SAFETY: owner-only links of regions of the caller's heap; `tail`
+        // is the queue's last region.
+        unsafe {
+            (*region).prev = tail;
+            (*region).next = ptr::null_mut();
+            (*tail).next = region;
+        }
+        self.queue_tail = region;
+    }
+
+    /// Takes `region` off the queue.
+    ///
+    /// # Safety
+    ///
+    /// `region` is on this bucket's queue.
+    pub(crate) unsafe fn queue_remove(&mut self, region: *mut Region) {
+        if self.queue_tail == region {
+            // SAFETY: a region on our queue.
+            self.queue_tail = unsafe { (*region).prev };
+        }
+        // SAFETY: forwarded.
+        unsafe { list_remove(&mut self.queue, region) };
     }
 }
 

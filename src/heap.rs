@@ -53,7 +53,9 @@ use crate::large::HugeCache;
 use crate::misuse;
 use crate::platform;
 use crate::region::{DelayedStack, Region, RegionKind};
-use crate::segment::{self, round_up, SpanEvents, SpanPool, SEGMENT_SIZE, SLOT_SIZE};
+use crate::segment::{
+    self, round_up, SpanEvents, SpanPool, CACHED_SEGMENTS, SEGMENT_SIZE, SLOT_SIZE,
+};
 use crate::sync::{Exit, SpinLock};
 
 /// Counters an allocator instance shares between its heaps: what only a
@@ -468,7 +470,7 @@ impl<const N: usize> Heap<N> {
                 // slipped in (then the next round collects it).
                 if Region::try_mark_full(region) {
                     let state = &mut (*local).buckets[bucket];
-                    list_remove(&mut state.queue, region);
+                    state.queue_remove(region);
                     list_push_front(&mut state.full, region);
                     (*region).in_full = true;
                 }
@@ -491,7 +493,7 @@ impl<const N: usize> Heap<N> {
             let start = SpanPool::span_start(region);
             let block_size = (*local).buckets[bucket].block_size;
             Region::init_small(region, start, slots * SLOT_SIZE, block_size, bucket as u16);
-            list_push_front(&mut (*local).buckets[bucket].queue, region);
+            (*local).buckets[bucket].queue_push_front(region);
             bump(&self.counters.regions, 1);
             bump(&self.bucket_regions[bucket], 1);
             self.commit(slots * SLOT_SIZE);
@@ -537,13 +539,31 @@ impl<const N: usize> Heap<N> {
             }
             let now = platform::now_ms();
             if now.saturating_sub(last_purge) < 2 * self.purge_delay() {
-                (*local).purge_backoff += 1;
-                (*local).backoff_changed_at = now;
+                self.set_purge_backoff((*local).purge_backoff + 1, now);
                 // Due purges wait for the longer delay.
                 if (*local).next_purge_at != 0 {
                     (*local).next_purge_at = now.saturating_add(self.purge_delay()).max(1);
                 }
             }
+        }
+    }
+
+    /// Doubles the purge delay `backoff` times, and lets the span pool
+    /// cache as many more empty segments: a heap that keeps needing memory
+    /// soon after it gave it back would otherwise unmap whole segments at
+    /// once (beyond [`CACHED_SEGMENTS`]) and fault them in again on the next
+    /// wave. Cached segments still go back after the (longer) delay.
+    ///
+    /// # Safety
+    ///
+    /// Lock held.
+    unsafe fn set_purge_backoff(&self, backoff: u32, now: u64) {
+        // SAFETY: lock held.
+        unsafe {
+            let local = self.local();
+            (*local).purge_backoff = backoff;
+            (*local).backoff_changed_at = now;
+            (*local).spans.set_cache_limit(CACHED_SEGMENTS << backoff);
         }
     }
 
@@ -575,6 +595,11 @@ impl<const N: usize> Heap<N> {
         unsafe {
             (*self.local()).spans.free(span, now, &mut events);
             self.record(&events);
+            if events.unmapped > 0 {
+                // A segment beyond the cache limit went back at once: as
+                // premature as a purge if the heap needs it again soon.
+                (*self.local()).last_purge_at = now;
+            }
             let delay = self.purge_delay();
             let local = self.local();
             if delay == 0 || (*local).next_purge_at == 0 {
@@ -632,8 +657,7 @@ impl<const N: usize> Heap<N> {
                 if (*local).purge_backoff > 0
                     && now.saturating_sub((*local).backoff_changed_at) >= BACKOFF_DECAY_MS
                 {
-                    (*local).purge_backoff -= 1;
-                    (*local).backoff_changed_at = now;
+                    self.set_purge_backoff((*local).purge_backoff - 1, now);
                 }
             }
         }
@@ -797,24 +821,20 @@ impl<const N: usize> Heap<N> {
         unsafe {
             let state = &mut *self.bucket_of(region);
             if (*region).in_full {
-                Region::clear_full(region);
+                // Back of the queue (see `crate::bucket`). The region keeps
+                // its FULL mark: clearing it would cost an atomic
+                // read-modify-write per unpark, and a mark left on a queued
+                // region only routes its next remote free through the
+                // delayed stack (see `Region::try_mark_full`).
                 list_remove(&mut state.full, region);
-                list_push_front(&mut state.queue, region);
+                state.queue_push_back(region);
                 (*region).in_full = false;
-                // An empty region is kept only while it heads the queue:
-                // the one it just lost its place to is retired.
-                let displaced = (*region).next;
-                if !displaced.is_null() && (*displaced).used == 0 {
-                    list_remove(&mut state.queue, displaced);
-                    self.retire_small(displaced);
-                }
             }
             // Keep the head region of the queue: a program that frees and
             // allocates one block in a loop must not map and unmap a span
             // each time.
             if (*region).used == 0 && !(*region).prev.is_null() {
-                let state = &mut *self.bucket_of(region);
-                list_remove(&mut state.queue, region);
+                state.queue_remove(region);
                 self.retire_small(region);
             }
         }
@@ -986,7 +1006,7 @@ impl<const N: usize> Heap<N> {
                     let next = (*region).next;
                     self.collect_remote_frees(region, bucket);
                     if (*region).used == 0 {
-                        list_remove(&mut (*local).buckets[bucket].queue, region);
+                        (*local).buckets[bucket].queue_remove(region);
                         self.retire_small(region);
                     }
                     region = next;

@@ -27,8 +27,9 @@
 //! with a bitmap of non-empty bins, so finding the smallest span that fits
 //! is one `trailing_zeros`: O(1) (the seed's TODO on free block search).
 //! Freed spans coalesce with free neighbours; a segment whose slots are all
-//! free is cached (a few per heap, so waves of frees and allocations do not
-//! thrash the OS) and unmapped once it stayed unused for the purge delay.
+//! free is cached (a few per heap, more while the heap's purge delay is
+//! backed off, so waves of frees and allocations do not thrash the OS) and
+//! unmapped once it stayed unused for the purge delay.
 //!
 //! A *huge* segment (see [`crate::large`]) is a mapping of its own holding
 //! one block; it has the same header so lookups treat both kinds alike.
@@ -69,7 +70,9 @@ pub(crate) const LARGE_MAX_SLOTS: usize = 32;
 pub(crate) const LARGE_MAX_SIZE: usize = LARGE_MAX_SLOTS * SLOT_SIZE;
 /// Empty segments a heap keeps mapped (32 MiB of address space; their pages
 /// are purged on the usual delay): a program that frees and reallocates a
-/// few MiB in waves does not map and unmap on every wave.
+/// few MiB in waves does not map and unmap on every wave. The heap raises
+/// the limit while its purge delay is backed off (see
+/// [`SpanPool::set_cache_limit`]).
 pub(crate) const CACHED_SEGMENTS: usize = 8;
 
 /// What a segment is.
@@ -194,10 +197,14 @@ pub(crate) struct SpanPool {
     /// Segments of this heap (doubly linked), for drop and collect.
     pub(crate) segments: *mut Segment,
     /// Fully free segments kept mapped to absorb alloc/free waves (linked
-    /// through `next`, most recent first, at most [`CACHED_SEGMENTS`]); each
-    /// is unmapped once it has stayed unused for the purge delay.
+    /// through `next`, most recent first; each was cached while
+    /// `cached_count < cache_limit`); each is unmapped once it has stayed
+    /// unused for the purge delay.
     cached: *mut Segment,
     cached_count: usize,
+    /// How many empty segments may be cached: [`CACHED_SEGMENTS`], scaled
+    /// up by the owning heap while its purge delay is backed off.
+    cache_limit: usize,
     /// The owning heap, recorded in every segment header.
     owner: *mut u8,
     /// The owning heap's tag, recorded in the segment map.
@@ -212,6 +219,7 @@ impl SpanPool {
             segments: ptr::null_mut(),
             cached: ptr::null_mut(),
             cached_count: 0,
+            cache_limit: CACHED_SEGMENTS,
             owner: ptr::null_mut(),
             tag: misuse::TAG_SHARED,
         }
@@ -270,7 +278,7 @@ impl SpanPool {
 
     /// Gives a span back, coalescing with free neighbours. The span is
     /// dirty (its pages were used) as of `now`. A segment left entirely free
-    /// is cached (up to [`CACHED_SEGMENTS`]) or unmapped.
+    /// is cached (up to the cache limit) or unmapped.
     ///
     /// # Safety
     ///
@@ -461,6 +469,12 @@ impl SpanPool {
         self.bitmap = 0;
     }
 
+    /// Sets how many empty segments may be cached from now on. Segments
+    /// already cached beyond a lowered limit go at their usual expiry.
+    pub(crate) fn set_cache_limit(&mut self, limit: usize) {
+        self.cache_limit = limit;
+    }
+
     /// Unmaps every cached empty segment (collect / trim).
     pub(crate) fn release_cached(&mut self, events: &mut SpanEvents) {
         while !self.cached.is_null() {
@@ -538,7 +552,7 @@ impl SpanPool {
         // SAFETY: caller's contract.
         unsafe {
             self.unlink_segment(segment);
-            if self.cached_count < CACHED_SEGMENTS {
+            if self.cached_count < self.cache_limit {
                 (*segment).freed_at = now;
                 (*segment).next = self.cached;
                 self.cached = segment;

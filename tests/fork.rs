@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 
 use rulloc::Rulloc;
 
+mod common;
+use common::{fill, find_mismatch, XorShift};
+
 #[global_allocator]
 static GLOBAL: Rulloc = Rulloc::new();
 
@@ -244,84 +247,4 @@ fn fork_while_threads_allocate() {
         failures.len(),
         failures.join("\n")
     );
-}
-
-/// Period of a block pattern: a prime, so a block copied to a wrong offset
-/// does not match its own pattern.
-const PERIOD: usize = 251;
-
-/// Byte `i` of the pattern of block `id` (never zero, so zeroed memory
-/// never passes for a filled block).
-fn pattern_byte(id: u64, i: usize) -> u8 {
-    let h = id.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    ((h >> 56) as u8).wrapping_add(((i % PERIOD) as u8).wrapping_mul(((h >> 48) as u8) | 1)) | 1
-}
-
-/// Fills `len` bytes at `ptr` with the pattern of `id`: one period, then
-/// the filled prefix doubled with `memcpy` (fast in debug builds too).
-///
-/// # Safety
-/// `ptr` is valid for writes of `len` bytes.
-unsafe fn fill(ptr: *mut u8, len: usize, id: u64) {
-    for i in 0..PERIOD.min(len) {
-        // SAFETY: `i < len` (the caller's guarantee).
-        unsafe { ptr.add(i).write(pattern_byte(id, i)) };
-    }
-    let mut done = PERIOD.min(len);
-    while done < len {
-        // Whole periods keep the pattern periodic.
-        let n = (done / PERIOD * PERIOD).min(len - done);
-        // SAFETY: `ptr[..done]` is filled, `ptr[done..done + n]` is
-        // writable and the two do not overlap.
-        unsafe { core::ptr::copy_nonoverlapping(ptr, ptr.add(done), n) };
-        done += n;
-    }
-}
-
-/// The first offset of `ptr[..len]` that does not hold the pattern of `id`.
-/// The fast path compares the first period, then the block with itself
-/// shifted by one period (equal exactly when the block is periodic).
-///
-/// # Safety
-/// `ptr` is valid for reads of `len` initialised bytes.
-unsafe fn find_mismatch(ptr: *const u8, len: usize, id: u64) -> Option<usize> {
-    // SAFETY: `len` readable, initialised bytes (the caller's guarantee).
-    let bytes = unsafe { core::slice::from_raw_parts(ptr, len) };
-    let first = PERIOD.min(len);
-    let head_ok = (0..first).all(|i| bytes[i] == pattern_byte(id, i));
-    if head_ok && (len <= PERIOD || bytes[PERIOD..] == bytes[..len - PERIOD]) {
-        return None;
-    }
-    (0..len).find(|&i| bytes[i] != pattern_byte(id, i))
-}
-
-/// Xorshift64*: a tiny deterministic RNG.
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
-    }
-
-    /// True with probability `num / den`.
-    fn chance(&mut self, num: usize, den: usize) -> bool {
-        self.below(den) < num
-    }
 }

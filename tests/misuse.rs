@@ -9,9 +9,10 @@
 #![cfg(all(unix, not(miri)))]
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::process::Command;
 
 use rulloc::Rulloc;
+
+mod common;
 
 const CASE_ENV: &str = "RULLOC_MISUSE_CASE";
 const SECURE: bool = cfg!(feature = "secure");
@@ -177,11 +178,7 @@ fn misuse_child() {
 
 /// Runs `name` in a child and checks it died of SIGABRT naming `what`.
 fn expect_fatal(name: &str, what: &str) {
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args(["misuse_child", "--exact", "--nocapture", "--test-threads=1"])
-        .env(CASE_ENV, name)
-        .output()
-        .expect("spawning the child");
+    let output = common::run_test_in_child("misuse_child", CASE_ENV, name);
     let stderr = String::from_utf8_lossy(&output.stderr);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(

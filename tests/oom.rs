@@ -28,10 +28,11 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering};
-use std::process::Command;
 
 use allocator_api2::alloc::Allocator;
 use rulloc::Rulloc;
+
+mod common;
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -60,11 +61,7 @@ fn parent_or_child(name: &str, headroom_mib: usize) {
         return;
     }
     let start = std::time::Instant::now();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, headroom_mib.to_string())
-        .output()
-        .expect("spawning the child test process");
+    let out = common::run_test_in_child(name, CHILD_ENV, &headroom_mib.to_string());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -295,6 +295,29 @@ const LINE: usize = 64;
 /// kernel back the memory (the cost that matters for large blocks).
 const PAGE: usize = 4096;
 
+/// Runs `work` on one scoped thread per item of `inputs`, joins them all
+/// and adds up what they return (the workload's checksum, wrapping).
+fn on_threads<I: Send>(
+    name: &str,
+    inputs: impl IntoIterator<Item = I>,
+    work: impl Fn(I) -> u64 + Sync,
+) -> u64 {
+    let work = &work;
+    thread::scope(|s| {
+        let handles: Vec<_> = inputs
+            .into_iter()
+            .map(|input| s.spawn(move || work(input)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| panic!("a {name} thread panicked"))
+            })
+            .fold(0, u64::wrapping_add)
+    })
+}
+
 /// A block from the global allocator, owned like a `Box<[u8]>`.
 ///
 /// [`Block::new`] writes a tag derived from the block's address into every
@@ -493,17 +516,9 @@ fn larson(p: &Params) -> Outcome {
         (0..t).map(|_| mpsc::channel::<Vec<Block>>()).unzip();
     // Thread i sends to thread (i + 1) % t; with one thread, to itself.
     senders.rotate_left(1);
-    let sum: u64 = thread::scope(|s| {
-        let handles: Vec<_> = senders
-            .into_iter()
-            .zip(receivers)
-            .enumerate()
-            .map(|(i, (tx, rx))| s.spawn(move || larson_thread(i as u64, n, tx, rx)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("larson thread"))
-            .sum()
+    let ends = senders.into_iter().zip(receivers).enumerate();
+    let sum = on_threads("larson", ends, |(i, (tx, rx))| {
+        larson_thread(i as u64, n, tx, rx)
     });
     Outcome::new(n * t as u64, sum)
 }
@@ -968,40 +983,29 @@ fn mstress(p: &Params) -> Outcome {
     let transfer: Vec<Mutex<Option<Block>>> = (0..MSTRESS_TRANSFER_SLOTS)
         .map(|_| Mutex::new(None))
         .collect();
-    let sum: u64 = thread::scope(|s| {
-        let handles: Vec<_> = (0..p.threads)
-            .map(|i| {
-                let transfer = &transfer;
-                s.spawn(move || {
-                    let mut rng = Rng::new(0x35_0000 + i as u64);
-                    let mut slots: Vec<Option<Block>> = (0..MSTRESS_SLOTS).map(|_| None).collect();
-                    let mut sum = 0u64;
-                    for _ in 0..n {
-                        let j = rng.below(MSTRESS_SLOTS as u64) as usize;
-                        if rng.one_in(MSTRESS_TRANSFER_ONE_IN) {
-                            let t = rng.below(MSTRESS_TRANSFER_SLOTS as u64) as usize;
-                            let mut shared = transfer[t].lock().expect("transfer slot");
-                            std::mem::swap(&mut *shared, &mut slots[j]);
-                        } else if rng.one_in(MSTRESS_FREE_ONE_IN) {
-                            slots[j] = None;
-                        } else {
-                            let size = if rng.one_in(MSTRESS_LARGE_ONE_IN) {
-                                rng.log_uniform(1 << 10, 1 << 20)
-                            } else {
-                                rng.log_uniform(8, 1 << 10)
-                            };
-                            sum = sum.wrapping_add(size as u64);
-                            slots[j] = Some(Block::new(size));
-                        }
-                    }
-                    sum
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("mstress thread"))
-            .sum()
+    let sum = on_threads("mstress", 0..p.threads, |i| {
+        let mut rng = Rng::new(0x35_0000 + i as u64);
+        let mut slots: Vec<Option<Block>> = (0..MSTRESS_SLOTS).map(|_| None).collect();
+        let mut sum = 0u64;
+        for _ in 0..n {
+            let j = rng.below(MSTRESS_SLOTS as u64) as usize;
+            if rng.one_in(MSTRESS_TRANSFER_ONE_IN) {
+                let t = rng.below(MSTRESS_TRANSFER_SLOTS as u64) as usize;
+                let mut shared = transfer[t].lock().expect("transfer slot");
+                std::mem::swap(&mut *shared, &mut slots[j]);
+            } else if rng.one_in(MSTRESS_FREE_ONE_IN) {
+                slots[j] = None;
+            } else {
+                let size = if rng.one_in(MSTRESS_LARGE_ONE_IN) {
+                    rng.log_uniform(1 << 10, 1 << 20)
+                } else {
+                    rng.log_uniform(8, 1 << 10)
+                };
+                sum = sum.wrapping_add(size as u64);
+                slots[j] = Some(Block::new(size));
+            }
+        }
+        sum
     });
     drop(transfer);
     Outcome::new(n * p.threads as u64, sum)
@@ -1229,20 +1233,9 @@ fn cache_scratch(p: &Params) -> Outcome {
     for obj in &mut handed {
         obj.hammer(1);
     }
-    let sum: u64 = thread::scope(|s| {
-        let handles: Vec<_> = handed
-            .into_iter()
-            .map(|obj| {
-                s.spawn(move || {
-                    drop(obj);
-                    cache_loop(n)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("cache-scratch thread"))
-            .fold(0, u64::wrapping_add)
+    let sum = on_threads("cache-scratch", handed, |obj| {
+        drop(obj);
+        cache_loop(n)
     });
     Outcome::new(n * p.threads as u64, sum)
 }
@@ -1252,15 +1245,7 @@ fn cache_scratch(p: &Params) -> Outcome {
 /// causes *active* false sharing.
 fn cache_thrash(p: &Params) -> Outcome {
     let n = p.count(CACHE_BASE);
-    let sum: u64 = thread::scope(|s| {
-        let handles: Vec<_> = (0..p.threads)
-            .map(|_| s.spawn(move || cache_loop(n)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("cache-thrash thread"))
-            .fold(0, u64::wrapping_add)
-    });
+    let sum = on_threads("cache-thrash", 0..p.threads, |_| cache_loop(n));
     Outcome::new(n * p.threads as u64, sum)
 }
 
@@ -1278,36 +1263,25 @@ const ALLOC_TEST_BIG_ONE_IN: u64 = 64;
 /// order, each thread on its own (the ITHare/OLogN alloc-test's pattern).
 fn alloc_test(p: &Params) -> Outcome {
     let n = p.count(ALLOC_TEST_BASE);
-    let sum: u64 = thread::scope(|s| {
-        let handles: Vec<_> = (0..p.threads)
-            .map(|i| {
-                s.spawn(move || {
-                    let mut rng = Rng::new(0xa1_7e57 + i as u64);
-                    let mut slots: Vec<Option<Block>> =
-                        (0..ALLOC_TEST_SLOTS).map(|_| None).collect();
-                    let mut sum = 0u64;
-                    for _ in 0..n {
-                        let j = rng.below(ALLOC_TEST_SLOTS as u64) as usize;
-                        match slots[j].take() {
-                            Some(b) => sum = sum.wrapping_add(b.size() as u64),
-                            None => {
-                                let size = if rng.one_in(ALLOC_TEST_BIG_ONE_IN) {
-                                    rng.log_uniform(4 << 10, 64 << 10)
-                                } else {
-                                    rng.log_uniform(8, 4 << 10)
-                                };
-                                slots[j] = Some(Block::new(size));
-                            }
-                        }
-                    }
-                    sum
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("alloc-test thread"))
-            .fold(0, u64::wrapping_add)
+    let sum = on_threads("alloc-test", 0..p.threads, |i| {
+        let mut rng = Rng::new(0xa1_7e57 + i as u64);
+        let mut slots: Vec<Option<Block>> = (0..ALLOC_TEST_SLOTS).map(|_| None).collect();
+        let mut sum = 0u64;
+        for _ in 0..n {
+            let j = rng.below(ALLOC_TEST_SLOTS as u64) as usize;
+            match slots[j].take() {
+                Some(b) => sum = sum.wrapping_add(b.size() as u64),
+                None => {
+                    let size = if rng.one_in(ALLOC_TEST_BIG_ONE_IN) {
+                        rng.log_uniform(4 << 10, 64 << 10)
+                    } else {
+                        rng.log_uniform(8, 4 << 10)
+                    };
+                    slots[j] = Some(Block::new(size));
+                }
+            }
+        }
+        sum
     });
     Outcome::new(n * p.threads as u64, sum)
 }
@@ -1357,26 +1331,16 @@ fn sh_round(rng: &mut Rng, sum: &mut u64) -> Vec<Block> {
 /// before the next round; every thread on its own.
 fn sh6bench(p: &Params) -> Outcome {
     let n = p.count(SH_BASE);
-    let sum: u64 = thread::scope(|s| {
-        let handles: Vec<_> = (0..p.threads)
-            .map(|i| {
-                s.spawn(move || {
-                    let mut rng = Rng::new(0x56_0000 + i as u64);
-                    let mut sum = 0u64;
-                    for _ in 0..n {
-                        let mut odd = sh_round(&mut rng, &mut sum);
-                        while let Some(b) = odd.pop() {
-                            drop(b);
-                        }
-                    }
-                    sum
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("sh6bench thread"))
-            .fold(0, u64::wrapping_add)
+    let sum = on_threads("sh6bench", 0..p.threads, |i| {
+        let mut rng = Rng::new(0x56_0000 + i as u64);
+        let mut sum = 0u64;
+        for _ in 0..n {
+            let mut odd = sh_round(&mut rng, &mut sum);
+            while let Some(b) = odd.pop() {
+                drop(b);
+            }
+        }
+        sum
     });
     Outcome::new(n * p.threads as u64 * SH_BATCH as u64 * 3 / 2, sum)
 }
@@ -1386,31 +1350,23 @@ fn sh6bench(p: &Params) -> Outcome {
 fn sh8bench(p: &Params) -> Outcome {
     let t = p.threads;
     let n = p.count(SH_BASE);
-    let sum: u64 = thread::scope(|s| {
-        let handles: Vec<_> = ring(t)
-            .into_iter()
-            .enumerate()
-            .map(|(i, (tx, rx))| {
-                s.spawn(move || {
-                    let mut rng = Rng::new(0x58_0000 + i as u64);
-                    let mut sum = 0u64;
-                    for _ in 0..n {
-                        while let Ok(batch) = rx.try_recv() {
-                            drop(batch);
-                        }
-                        let odd = sh_round(&mut rng, &mut sum);
-                        ring_send(&tx, &rx, odd);
-                    }
-                    ring_finish(tx, rx);
-                    sum
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("sh8bench thread"))
-            .fold(0, u64::wrapping_add)
-    });
+    let sum = on_threads(
+        "sh8bench",
+        ring(t).into_iter().enumerate(),
+        |(i, (tx, rx))| {
+            let mut rng = Rng::new(0x58_0000 + i as u64);
+            let mut sum = 0u64;
+            for _ in 0..n {
+                while let Ok(batch) = rx.try_recv() {
+                    drop(batch);
+                }
+                let odd = sh_round(&mut rng, &mut sum);
+                ring_send(&tx, &rx, odd);
+            }
+            ring_finish(tx, rx);
+            sum
+        },
+    );
     Outcome::new(n * t as u64 * SH_BATCH as u64 * 3 / 2, sum)
 }
 
@@ -1469,29 +1425,18 @@ fn glibc_thread(p: &Params) -> Outcome {
         })
         .collect();
     let sizes = &sizes;
-    let sum: u64 = thread::scope(|s| {
-        let handles: Vec<_> = (0..p.threads)
-            .map(|i| {
-                s.spawn(move || {
-                    let mut rng = Rng::new(0x61_bc10 + i as u64);
-                    let mut slots: Vec<Option<Block>> =
-                        (0..GLIBC_THREAD_SLOTS).map(|_| None).collect();
-                    let mut sum = 0u64;
-                    for _ in 0..n {
-                        let j = rng.below(GLIBC_THREAD_SLOTS as u64) as usize;
-                        let size = sizes[rng.below(GLIBC_THREAD_SIZES as u64) as usize];
-                        sum = sum.wrapping_add(size as u64);
-                        slots[j] = None;
-                        slots[j] = Some(Block::new(size));
-                    }
-                    sum
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("glibc-thread thread"))
-            .fold(0, u64::wrapping_add)
+    let sum = on_threads("glibc-thread", 0..p.threads, |i| {
+        let mut rng = Rng::new(0x61_bc10 + i as u64);
+        let mut slots: Vec<Option<Block>> = (0..GLIBC_THREAD_SLOTS).map(|_| None).collect();
+        let mut sum = 0u64;
+        for _ in 0..n {
+            let j = rng.below(GLIBC_THREAD_SLOTS as u64) as usize;
+            let size = sizes[rng.below(GLIBC_THREAD_SIZES as u64) as usize];
+            sum = sum.wrapping_add(size as u64);
+            slots[j] = None;
+            slots[j] = Some(Block::new(size));
+        }
+        sum
     });
     Outcome::new(n * p.threads as u64, sum)
 }
@@ -1517,49 +1462,41 @@ const RPTEST_CROSS_RATE: u64 = 2;
 fn rptest(p: &Params) -> Outcome {
     let t = p.threads;
     let n = p.count(RPTEST_BASE);
-    let sum: u64 = thread::scope(|s| {
-        let handles: Vec<_> = ring(t)
-            .into_iter()
-            .enumerate()
-            .map(|(i, (tx, rx))| {
-                s.spawn(move || {
-                    let mut rng = Rng::new(0x29_0000 + i as u64);
-                    let (lo, hi) = RPTEST_SIZES;
-                    let mut sum = 0u64;
-                    for round in 0..n {
-                        while let Ok(batch) = rx.try_recv() {
-                            drop(batch);
-                        }
-                        let mut batch: Vec<Block> = (0..RPTEST_BLOCKS)
-                            .map(|_| {
-                                let size = rng.log_uniform(lo, hi);
-                                sum = sum.wrapping_add(size as u64);
-                                Block::new(size)
-                            })
-                            .collect();
-                        for _ in 0..RPTEST_OPS {
-                            let j = rng.below(RPTEST_BLOCKS as u64) as usize;
-                            let size = rng.log_uniform(lo, hi);
-                            sum = sum.wrapping_add(size as u64);
-                            batch[j] = Block::new(size);
-                        }
-                        if round % RPTEST_CROSS_RATE == RPTEST_CROSS_RATE - 1 {
-                            ring_send(&tx, &rx, batch);
-                        } else {
-                            rng.shuffle(&mut batch);
-                            drop(batch);
-                        }
-                    }
-                    ring_finish(tx, rx);
-                    sum
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rptest thread"))
-            .fold(0, u64::wrapping_add)
-    });
+    let sum = on_threads(
+        "rptest",
+        ring(t).into_iter().enumerate(),
+        |(i, (tx, rx))| {
+            let mut rng = Rng::new(0x29_0000 + i as u64);
+            let (lo, hi) = RPTEST_SIZES;
+            let mut sum = 0u64;
+            for round in 0..n {
+                while let Ok(batch) = rx.try_recv() {
+                    drop(batch);
+                }
+                let mut batch: Vec<Block> = (0..RPTEST_BLOCKS)
+                    .map(|_| {
+                        let size = rng.log_uniform(lo, hi);
+                        sum = sum.wrapping_add(size as u64);
+                        Block::new(size)
+                    })
+                    .collect();
+                for _ in 0..RPTEST_OPS {
+                    let j = rng.below(RPTEST_BLOCKS as u64) as usize;
+                    let size = rng.log_uniform(lo, hi);
+                    sum = sum.wrapping_add(size as u64);
+                    batch[j] = Block::new(size);
+                }
+                if round % RPTEST_CROSS_RATE == RPTEST_CROSS_RATE - 1 {
+                    ring_send(&tx, &rx, batch);
+                } else {
+                    rng.shuffle(&mut batch);
+                    drop(batch);
+                }
+            }
+            ring_finish(tx, rx);
+            sum
+        },
+    );
     Outcome::new(n * t as u64 * (RPTEST_BLOCKS + RPTEST_OPS) as u64, sum)
 }
 

@@ -71,4 +71,7 @@ pub(crate) fn register_fork_handlers(
 }
 
 /// No transparent huge pages to ask for here.
+pub(crate) const ADVISES_HUGE_PAGES: bool = false;
+
+/// No transparent huge pages to ask for here.
 pub(crate) unsafe fn advise_huge_pages(_ptr: NonNull<u8>, _size: usize) {}

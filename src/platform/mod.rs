@@ -177,6 +177,28 @@ pub(crate) fn set_huge_pages(enabled: bool) {
     HUGE_PAGES.store(enabled, Ordering::Relaxed);
 }
 
+/// The size of a transparent huge page where [`advise_huge_pages`] asks for
+/// them (Linux with 4 KiB pages: a PMD maps 2 MiB); 0 elsewhere.
+const HUGE_PAGE_SIZE: usize = if backend::ADVISES_HUGE_PAGES {
+    2 << 20
+} else {
+    0
+};
+
+/// The granule a mapping made from now on is best sized in: a transparent
+/// huge page while they are asked for (only whole, aligned 2 MiB pieces of
+/// a mapping can be backed by one; a tail beyond them faults in 4 KiB at a
+/// time), the page size otherwise (huge pages turned off, other systems,
+/// or pages larger than 4 KiB, where a huge page is 32 MiB or more).
+pub(crate) fn huge_page_granule() -> usize {
+    let page = page_size();
+    if HUGE_PAGE_SIZE != 0 && page == 4096 && HUGE_PAGES.load(Ordering::Relaxed) {
+        HUGE_PAGE_SIZE
+    } else {
+        page
+    }
+}
+
 /// Asks for transparent huge pages on a fresh mapping (Linux), unless they
 /// were turned off; advisory.
 ///

@@ -146,6 +146,9 @@ pub(crate) fn register_fork_handlers(
     unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) == 0 }
 }
 
+/// Whether [`advise_huge_pages`] asks for anything.
+pub(crate) const ADVISES_HUGE_PAGES: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
 /// Asks the kernel to back a mapping with transparent huge pages where it
 /// can (Linux, `madvise(MADV_HUGEPAGE)`; with THP set to `madvise`, the
 /// common default, nothing else gets them). Advisory: failure is ignored.

@@ -214,3 +214,17 @@ pub fn join_all<T>(handles: Vec<std::thread::ScopedJoinHandle<'_, T>>) -> Vec<T>
         .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
         .collect()
 }
+
+/// Runs the test `name` of this test binary again, alone, in a child
+/// process whose environment has `var` set to `value` (the child's cue to
+/// do the work the parent only watches), and returns what the child did.
+///
+/// For outcomes a test process cannot survive or undo: aborts, signals,
+/// `setrlimit`.
+pub fn run_test_in_child(name: &str, var: &str, value: &str) -> std::process::Output {
+    std::process::Command::new(std::env::current_exe().expect("the test binary's path"))
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(var, value)
+        .output()
+        .expect("spawning the child test process")
+}
