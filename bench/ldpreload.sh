@@ -428,21 +428,10 @@ if fatal:
 
 if WRITE and not FILTERS:
     path = os.path.join(REPO, "BENCHMARKS.md")
-    try:
-        old = open(path, encoding="utf-8").read()
-    except FileNotFoundError:
-        old = ""
-    # The markers must be whole lines (as the Rust driver looks for them).
-    lines = old.splitlines(keepends=True)
-    bare = [l.rstrip("\r\n") for l in lines]
-    if START in bare and END in bare[bare.index(START):]:
-        s = bare.index(START)
-        e = bare.index(END, s)
-        new = "".join(lines[:s]) + section + "\n" + "".join(lines[e + 1:])
-    else:
-        new = (old.rstrip("\n") + "\n\n" if old.strip() else "") + section + "\n"
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(new)
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    from write_section import replace_section
+
+    replace_section(path, section)
     print(f"wrote its section of {path} ({elapsed:.0f} s)", file=sys.stderr)
 else:
     print(f"(BENCHMARKS.md not written; {elapsed:.0f} s)", file=sys.stderr)

@@ -381,13 +381,15 @@ impl<const N: usize> Rulloc<N> {
             Some(layout) if layout.size() >= core::mem::size_of::<usize>() => ptr,
             _ => ptr::with_exposed_provenance_mut::<u8>(ptr.addr()),
         };
-        let segment = if cfg!(feature = "secure") {
-            checked_segment_of(ptr, "free of invalid pointer")
-        } else {
-            segment_of(ptr)
-        };
-        // SAFETY: the segment map says the header is mapped; a live block's
-        // segment kind and owner never change while the block lives.
+        if crate::block::SECURE {
+            // SAFETY: forwarded.
+            unsafe { self.deallocate_secure(ptr, layout) };
+            return;
+        }
+        let segment = segment_of(ptr);
+        // SAFETY: the caller's pointer is a live block, so its segment is
+        // mapped; a live block's segment kind and owner never change while
+        // the block lives.
         unsafe {
             if (*segment).kind == SegmentKind::Huge {
                 // A tail call: the small-block path below needs no frame.
@@ -395,12 +397,90 @@ impl<const N: usize> Rulloc<N> {
                 return;
             }
             let region = region_of(segment, ptr);
-            if let (true, Some(layout)) = (crate::block::SECURE, layout) {
+            let heap = owner_of::<N>(segment);
+            if heap.cast::<u8>().cast_const() == binding::current().heap {
+                // This thread's own heap: no lock needed.
+                (*heap).free_local(region, ptr);
+            } else {
+                Self::deallocate_foreign(heap, region, ptr);
+            }
+        }
+    }
+
+    /// The secure build's free. Fast path: the segment map tags `ptr`'s
+    /// segment with the tag of the heap bound to this thread (see
+    /// [`crate::misuse`]), so one byte load and one compare settle that the
+    /// segment is live, holds regions and is this thread's own, and no
+    /// header is read for it; what is left is the layout, the block grid and
+    /// the live byte, each of which, failing, sends the pointer to
+    /// [`Rulloc::deallocate_checked`], which checks everything from the
+    /// start and names the misuse. No call is made outside tail position, so
+    /// the fast path needs no stack frame.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Rulloc::deallocate_sized`]; what a misbehaving caller breaks
+    /// is caught, not trusted.
+    #[inline(always)]
+    unsafe fn deallocate_secure(&self, ptr: *mut u8, layout: Option<Layout>) {
+        let segment = segment_of(ptr);
+        let (bound, own_tag) = binding::bound_tag();
+        let tag = misuse::segment_tag(segment.addr());
+        if tag == own_tag {
+            // SAFETY: the segment map tags the segment with the bound heap's
+            // tag: it is mapped, holds regions and belongs to the heap bound
+            // to this thread, which only this thread uses (see
+            // `crate::misuse`); every fact about `ptr` itself is checked
+            // before anything is written.
+            unsafe {
+                let region = region_of(segment, ptr);
+                let fits = match layout {
+                    Some(layout) => layout_fits(ptr, layout, (*region).block_size),
+                    None => true,
+                };
+                if (*region).kind == RegionKind::Small
+                    && fits
+                    && Region::try_release_live(region, ptr)
+                {
+                    (*bound.heap.cast::<Heap<N>>()).free_small(region, ptr);
+                    return;
+                }
+            }
+        }
+        // SAFETY: forwarded; `tag` is the segment map's.
+        unsafe { Self::deallocate_checked(ptr, layout, tag, self) }
+    }
+
+    /// The secure build's free with every check, in order: the segment map
+    /// (`tag`, read by the caller before any header), huge blocks, the
+    /// layout, then the owner heap's free, which checks the block grid and
+    /// the live byte. (`this` last: the pointer and layout stay in the
+    /// registers the caller got them in, a tail call with no moves.)
+    ///
+    /// # Safety
+    ///
+    /// As for [`Rulloc::deallocate_secure`]; `tag` is the segment map's tag
+    /// for `ptr`'s segment.
+    #[inline(never)]
+    unsafe fn deallocate_checked(ptr: *mut u8, layout: Option<Layout>, tag: u8, this: &Self) {
+        if tag == 0 {
+            misuse::fatal("free of invalid pointer", ptr);
+        }
+        let segment = segment_of(ptr);
+        // SAFETY: the segment map says the segment is live, and whether it
+        // is huge; a live block's segment kind and owner never change while
+        // the block lives.
+        unsafe {
+            if tag == misuse::TAG_HUGE {
+                this.deallocate_huge(segment, ptr, layout);
+                return;
+            }
+            let region = region_of(segment, ptr);
+            if let Some(layout) = layout {
                 Self::check_layout(ptr, layout, (*region).block_size);
             }
             let heap = owner_of::<N>(segment);
             if heap.cast::<u8>().cast_const() == binding::current().heap {
-                // This thread's own heap: no lock needed.
                 (*heap).free_local(region, ptr);
             } else {
                 Self::deallocate_foreign(heap, region, ptr);
@@ -568,7 +648,7 @@ impl<const N: usize> Rulloc<N> {
     /// hold (its size fits the block, its alignment divides the address).
     #[inline(always)]
     fn check_layout(ptr: *const u8, layout: Layout, usable: usize) {
-        if layout.size() > usable || ptr.addr() & (layout.align() - 1) != 0 {
+        if !layout_fits(ptr, layout, usable) {
             misuse::fatal(
                 "dealloc with a layout that does not match the block at",
                 ptr,
@@ -1075,6 +1155,13 @@ fn checked_segment_of(ptr: *const u8, what: &str) -> *mut segment::Segment {
     segment
 }
 
+/// Whether `layout` can describe the block of `usable` bytes at `ptr`: its
+/// size fits the block and its alignment divides the address.
+#[inline(always)]
+fn layout_fits(ptr: *const u8, layout: Layout, usable: usize) -> bool {
+    layout.size() <= usable && ptr.addr() & (layout.align() - 1) == 0
+}
+
 /// A huge block is only ever freed at its start.
 ///
 /// # Safety
@@ -1374,9 +1461,14 @@ mod tests {
             blocks.push(a.allocate_bytes(32, 8));
         }
         let stats = a.stats();
-        // 32 MB of blocks in 4 MiB segments of 63 usable slots: 8 segments
-        // plus the heap's own mapping.
-        let expected = (count * 32).div_ceil(segment::USABLE_SLOTS * SLOT_SIZE) + 1;
+        // 32 MB of blocks in 4 MiB segments of 63 usable slots (the secure
+        // build's regions also give 1 block in 33 to the live map): 8
+        // segments (9) plus the heap's own mapping.
+        let mut per_slot = SLOT_SIZE / 32;
+        if crate::block::SECURE {
+            per_slot -= per_slot.div_ceil(33);
+        }
+        let expected = count.div_ceil(segment::USABLE_SLOTS * per_slot) + 1;
         assert_eq!(stats.map_calls, expected, "{stats:?}");
         assert_eq!(stats.bytes_in_use, count * 32);
         for block in blocks {

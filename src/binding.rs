@@ -32,6 +32,14 @@
 //! * After the exit hook ran the state is [`NEVER_BIND`]: allocations made
 //!   by later destructors use the shared path and never re-bind (which
 //!   would lock a heap forever).
+//! * Beside the binding, the thread-local holds the bound heap's *tag*
+//!   (see [`crate::misuse`]; [`crate::misuse::NO_TAG`] without a bound
+//!   heap or for a heap without a tag), set with every change of the
+//!   binding. A heap's tag is its own until its memory is unmapped, which
+//!   happens only once no binding names it, so a segment the map tags with
+//!   the thread's tag is a live segment of the thread's bound heap: the
+//!   secure build's free fast path relies on it (see
+//!   `Rulloc::deallocate_secure`).
 
 use core::ptr;
 
@@ -71,24 +79,63 @@ pub(crate) struct Binding {
 ))]
 mod slot {
     use super::{Binding, NEVER_BIND, UNBOUND};
+    use crate::heap::HeapHeader;
+    use crate::misuse::NO_TAG;
     use core::cell::Cell;
     use core::ptr;
 
+    /// The binding and the bound heap's tag, in one thread-local so that
+    /// one lookup finds both.
+    struct Slot {
+        binding: Cell<Binding>,
+        tag: Cell<u8>,
+    }
+
     std::thread_local! {
-        static CURRENT: Cell<Binding> =
-            const { Cell::new(Binding { instance: UNBOUND, heap: ptr::null() }) };
+        static CURRENT: Slot = const {
+            Slot {
+                binding: Cell::new(Binding {
+                    instance: UNBOUND,
+                    heap: ptr::null(),
+                }),
+                tag: Cell::new(NO_TAG),
+            }
+        };
     }
 
     #[inline(always)]
     pub(crate) fn current() -> Binding {
-        CURRENT.try_with(Cell::get).unwrap_or(Binding {
-            instance: NEVER_BIND,
-            heap: ptr::null(),
-        })
+        CURRENT
+            .try_with(|slot| slot.binding.get())
+            .unwrap_or(Binding {
+                instance: NEVER_BIND,
+                heap: ptr::null(),
+            })
     }
 
+    /// Sets the binding, and the tag with it. `binding.heap` is null or a
+    /// live heap.
     pub(crate) fn set(binding: Binding) {
-        let _ = CURRENT.try_with(|current| current.set(binding));
+        // SAFETY: bindings name null or a live heap (see the invariants).
+        let tag = unsafe { HeapHeader::bound_tag(binding.heap) };
+        let _ = CURRENT.try_with(|slot| {
+            slot.binding.set(binding);
+            slot.tag.set(tag);
+        });
+    }
+
+    /// The binding and the bound heap's tag (see the module docs).
+    #[inline(always)]
+    pub(crate) fn bound_tag() -> (Binding, u8) {
+        CURRENT
+            .try_with(|slot| (slot.binding.get(), slot.tag.get()))
+            .unwrap_or((
+                Binding {
+                    instance: NEVER_BIND,
+                    heap: ptr::null(),
+                },
+                NO_TAG,
+            ))
     }
 }
 
@@ -107,8 +154,9 @@ mod slot {
 /// Stable Rust cannot pick a TLS model (`-Z tls-model` and
 /// `#[thread_local]` are nightly-only), and `librulloc.so` pays
 /// `__tls_get_addr` twice per `malloc`/`free` pair without this. So the slot
-/// is declared in assembly: a 16-byte `.tdata` object of type TLS, whose
-/// offset from the thread pointer the loader writes into one GOT entry
+/// is declared in assembly: a 24-byte `.tdata` object of type TLS (the
+/// binding and the bound heap's tag), whose offset from the thread pointer
+/// the loader writes into one GOT entry
 /// (`R_X86_64_TPOFF64`) when it maps the library; reading the thread pointer
 /// (`%fs:0`, the TCB's self-pointer in the x86_64 ABI) and adding that
 /// offset gives this thread's slot. Linked into an executable, the linker
@@ -127,7 +175,7 @@ mod slot {
 /// thread creation. Loaded at start-up (`LD_PRELOAD`, or linked), that is
 /// free. Loaded later with `dlopen`, glibc places it in the static TLS
 /// surplus it reserves for exactly this (the tunable
-/// `glibc.rtld.optional_static_tls`, 512 bytes by default; these 16 bytes
+/// `glibc.rtld.optional_static_tls`, 512 bytes by default; these 24 bytes
 /// are the whole need) and fails the `dlopen` with "cannot allocate memory
 /// in static TLS block" once the surplus is used up. Debian's
 /// `libmimalloc.so.2` and `libjemalloc.so.2` make the same choice (both
@@ -150,7 +198,17 @@ mod slot {
 ))]
 mod slot {
     use super::{Binding, UNBOUND};
+    use crate::heap::HeapHeader;
+    use crate::misuse::NO_TAG;
     use core::mem::{align_of, offset_of, size_of};
+
+    /// The slot's contents: the binding and the bound heap's tag (see the
+    /// module docs), laid out as the assembly below spells them.
+    #[repr(C)]
+    struct Slot {
+        binding: Binding,
+        tag: u8,
+    }
 
     /// The slot's symbol.
     macro_rules! slot_symbol {
@@ -166,10 +224,12 @@ mod slot {
         };
     }
 
-    // The assembly below lays out `Binding { instance: UNBOUND, heap: null }`
-    // as two 8-byte words in field order.
+    // The assembly below lays out `Slot { Binding { instance: UNBOUND,
+    // heap: null }, tag: NO_TAG }` as two 8-byte words, the tag byte and
+    // seven bytes of padding.
     const _: () = assert!(size_of::<Binding>() == 16 && align_of::<Binding>() == 8);
     const _: () = assert!(offset_of!(Binding, instance) == 0 && offset_of!(Binding, heap) == 8);
+    const _: () = assert!(size_of::<Slot>() == 24 && offset_of!(Slot, tag) == 16);
 
     core::arch::global_asm!(
         ".pushsection .tdata,\"awT\",@progbits",
@@ -177,19 +237,22 @@ mod slot {
         concat!(".globl ", slot_symbol!()),
         concat!(".hidden ", slot_symbol!()),
         concat!(".type ", slot_symbol!(), ",@tls_object"),
-        concat!(".size ", slot_symbol!(), ",16"),
+        concat!(".size ", slot_symbol!(), ",24"),
         concat!(slot_symbol!(), ":"),
         ".quad {unbound}",
         ".quad 0",
+        ".byte {no_tag}",
+        ".zero 7",
         ".popsection",
         unbound = const UNBOUND as i64,
+        no_tag = const NO_TAG,
         options(att_syntax)
     );
 
     /// The calling thread's slot.
     #[inline(always)]
-    fn slot() -> *mut Binding {
-        let slot: *mut Binding;
+    fn slot() -> *mut Slot {
+        let slot: *mut Slot;
         // SAFETY: the initial-exec sequence of the x86_64 TLS ABI: `%fs:0`
         // holds the thread pointer, the GOT entry the loader filled holds
         // the slot's (negative) offset from it. It reads nothing that
@@ -210,13 +273,24 @@ mod slot {
     pub(crate) fn current() -> Binding {
         // SAFETY: the slot is this thread's, initialised and aligned (see the
         // module docs), and only this thread accesses it.
-        unsafe { slot().read() }
+        unsafe { (*slot()).binding }
     }
 
+    /// Sets the binding, and the tag with it. `binding.heap` is null or a
+    /// live heap.
     #[inline(always)]
     pub(crate) fn set(binding: Binding) {
+        // SAFETY: bindings name null or a live heap (see the invariants).
+        let tag = unsafe { HeapHeader::bound_tag(binding.heap) };
         // SAFETY: as in `current`.
-        unsafe { slot().write(binding) }
+        unsafe { slot().write(Slot { binding, tag }) }
+    }
+
+    /// The binding and the bound heap's tag (see the module docs).
+    #[inline(always)]
+    pub(crate) fn bound_tag() -> (Binding, u8) {
+        // SAFETY: as in `current`.
+        unsafe { ((*slot()).binding, (*slot()).tag) }
     }
 }
 
@@ -228,7 +302,7 @@ mod imp {
 
     use crate::heap::HeapHeader;
 
-    pub(crate) use super::slot::{current, set};
+    pub(crate) use super::slot::{bound_tag, current, set};
 
     /// The pthread key whose destructor unbinds, plus one (0: not created).
     static EXIT_KEY: AtomicUsize = AtomicUsize::new(0);
@@ -340,7 +414,7 @@ mod imp {
 
     use crate::heap::HeapHeader;
 
-    pub(crate) use super::slot::{current, set};
+    pub(crate) use super::slot::{bound_tag, current, set};
 
     /// The FLS index whose callback unbinds, plus one (0: not allocated).
     static EXIT_SLOT: AtomicU32 = AtomicU32::new(0);
@@ -478,6 +552,11 @@ mod imp {
 
     pub(crate) fn set(_binding: Binding) {}
 
+    #[inline(always)]
+    pub(crate) fn bound_tag() -> (Binding, u8) {
+        (current(), crate::misuse::NO_TAG)
+    }
+
     pub(crate) fn register_exit(_heap: *const crate::heap::HeapHeader) -> bool {
         false
     }
@@ -485,4 +564,4 @@ mod imp {
     pub(crate) fn forget_current() {}
 }
 
-pub(crate) use imp::{current, forget_current, register_exit, set, SUPPORTED};
+pub(crate) use imp::{bound_tag, current, forget_current, register_exit, set, SUPPORTED};

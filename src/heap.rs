@@ -173,6 +173,9 @@ pub(crate) struct HeapHeader {
     /// Bytes of the mapping holding this heap, which the exit hook unmaps
     /// itself if the allocator was dropped while the thread was bound.
     pub(crate) mapping_size: usize,
+    /// The heap's tag in the segment map (see [`crate::misuse`]): taken
+    /// when the heap is created, given back when its mapping is unmapped.
+    pub(crate) tag: u8,
 }
 
 impl HeapHeader {
@@ -206,13 +209,43 @@ impl HeapHeader {
     /// nobody else will ever touch it.
     pub(crate) unsafe fn unmap_orphan(header: *const HeapHeader) {
         // SAFETY: caller's contract; the heap was mapped whole at its header.
+        unsafe { Self::unmap(header) }
+    }
+
+    /// Unmaps a heap's own mapping and gives its tag back.
+    ///
+    /// # Safety
+    ///
+    /// `header` heads a heap that nobody uses any more and no binding names.
+    unsafe fn unmap(header: *const HeapHeader) {
+        // SAFETY: caller's contract; the heap was mapped whole at its header.
         unsafe {
-            let size = (*header).mapping_size;
+            let (size, tag) = ((*header).mapping_size, (*header).tag);
             platform::unmap(
                 NonNull::new_unchecked(header.cast_mut().cast()),
                 size,
                 platform::page_size(),
             );
+            misuse::release_heap_tag(tag);
+        }
+    }
+
+    /// The tag a thread bound to `heap` compares segment tags with: the
+    /// heap's, or [`misuse::NO_TAG`] for no heap or one without a tag of
+    /// its own (whose segments are tagged [`misuse::TAG_SHARED`], like
+    /// those of every other such heap).
+    ///
+    /// # Safety
+    ///
+    /// `heap` is null or a live heap.
+    pub(crate) unsafe fn bound_tag(heap: *const u8) -> u8 {
+        if heap.is_null() {
+            return misuse::NO_TAG;
+        }
+        // SAFETY: caller's contract; every heap starts with its header.
+        match unsafe { (*heap.cast::<HeapHeader>()).tag } {
+            misuse::TAG_SHARED => misuse::NO_TAG,
+            tag => tag,
         }
     }
 }
@@ -269,8 +302,9 @@ impl<const N: usize> Heap<N> {
         for (bucket, &size) in buckets.iter_mut().zip(config.sizes.iter()) {
             *bucket = Bucket::new(size);
         }
+        let tag = misuse::take_heap_tag();
         let mut spans = SpanPool::new();
-        spans.set_owner(heap.cast());
+        spans.set_owner(heap.cast(), tag);
         // SAFETY: a fresh page-aligned mapping large enough for a Heap<N>.
         unsafe {
             heap.write(Heap {
@@ -278,6 +312,7 @@ impl<const N: usize> Heap<N> {
                     lock: SpinLock::new(),
                     on_thread_exit: Self::on_thread_exit,
                     mapping_size,
+                    tag,
                 },
                 purge_delay_ms: AtomicUsize::new(purge_delay_ms),
                 delayed: DelayedStack::new(),
@@ -319,8 +354,7 @@ impl<const N: usize> Heap<N> {
             let mut events = SpanEvents::default();
             (*(*heap).local.get()).spans.release_all(&mut events);
             if unmap_heap {
-                let mapping = NonNull::new_unchecked(heap.cast::<u8>());
-                platform::unmap(mapping, (*heap).header.mapping_size, platform::page_size());
+                HeapHeader::unmap(heap.cast::<HeapHeader>().cast_const());
             }
         }
     }
@@ -684,7 +718,7 @@ impl<const N: usize> Heap<N> {
         unsafe {
             if (*region).kind == RegionKind::Small {
                 if crate::block::SECURE {
-                    // Every double and interior free (the live bitmap).
+                    // Every double and interior free (the live map).
                     Region::release_live(region, block, "free of invalid pointer");
                 } else if block.cast() == (*region).free {
                     // Cheap double-free check: the block was just freed (it
@@ -718,13 +752,14 @@ impl<const N: usize> Heap<N> {
         }
     }
 
-    /// [`Heap::free_owned`] of a small block.
+    /// [`Heap::free_owned`] of a small block (also the secure build's free
+    /// fast path, once `Region::try_release_live` cleared the live byte).
     ///
     /// # Safety
     ///
     /// As for [`Heap::free_owned`]; `region` is a small region.
     #[inline(always)]
-    unsafe fn free_small(&self, region: *mut Region, block: *mut u8) {
+    pub(crate) unsafe fn free_small(&self, region: *mut Region, block: *mut u8) {
         // SAFETY: lock held; region is ours.
         unsafe {
             // Read the fields before writing the block's link: the compiler
@@ -748,7 +783,7 @@ impl<const N: usize> Heap<N> {
             // An empty region at the head of its queue stays: it is the one
             // allocation serves from next. (A free into a region with nothing
             // in use is a double free, but checking it here costs every free
-            // two instructions: the secure build's bitmap catches it.)
+            // two instructions: the secure build's live map catches it.)
             if (*region).in_full || (used == 1 && !(*region).prev.is_null()) {
                 self.free_small_slow(region);
             }
@@ -892,7 +927,7 @@ impl<const N: usize> Heap<N> {
                 let region = segment::region_of(segment::segment_of(block_ptr), block_ptr);
                 bump(&self.counters.remote_frees, 1);
                 if crate::block::SECURE && (*region).kind == RegionKind::Small {
-                    // Remote frees leave the live bit to the owner.
+                    // Remote frees leave the live byte to the owner.
                     Region::release_live(region, block_ptr, "free of invalid pointer");
                 }
                 self.free_owned(region, block_ptr);

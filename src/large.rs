@@ -290,7 +290,7 @@ impl HugeList {
             }
             segment = base.as_ptr().wrapping_add(header_at).cast::<Segment>();
         }
-        misuse::register_segment(segment.expose_provenance());
+        misuse::register_segment(segment.expose_provenance(), misuse::TAG_HUGE);
         // SAFETY: the header lies in the fresh zeroed mapping, which is
         // `mapping_size` bytes from `mapping`.
         unsafe {
@@ -349,7 +349,7 @@ impl HugeList {
             self.count.fetch_add(1, Ordering::Relaxed);
             self.bytes_in_use
                 .fetch_add((*segment).huge_size, Ordering::Relaxed);
-            misuse::register_segment(segment.expose_provenance());
+            misuse::register_segment(segment.expose_provenance(), misuse::TAG_HUGE);
             self.link(segment);
             let block = segment.cast::<u8>().add(offset);
             if zeroed {

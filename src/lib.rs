@@ -44,10 +44,15 @@
 //! * `initial-exec-tls` (with `std`, on x86_64 Linux with glibc; elsewhere
 //!   no effect): the thread's heap binding in initial-exec TLS, reached
 //!   without a call to `__tls_get_addr` when Rulloc is built into a shared
-//!   library. Such a library, if `dlopen`ed, needs 16 bytes of glibc's
+//!   library. Such a library, if `dlopen`ed, needs 24 bytes of glibc's
 //!   static TLS surplus. `librulloc.so` turns it on (see `binding.rs`).
-//! * `secure`: every pointer validated on every path (see the README's
-//!   misuse table).
+//! * `secure`: the hardened build (see the README's misuse table): every double free and
+//!   every free of an interior or foreign pointer, same-thread or
+//!   cross-thread, stops the process, as do a `realloc` of a freed block, a
+//!   corrupted free-list link (links are encoded with per-region random
+//!   keys) and a sized `dealloc` whose layout does not fit the block;
+//!   allocation order is randomised and guard pages surround metadata and
+//!   segments. What it costs: the secure section of `BENCHMARKS.md`.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 // With `nightly`, allocator-api2's `Allocator` *is* `core::alloc::Allocator`.
 #![cfg_attr(feature = "nightly", feature(allocator_api))]

@@ -52,15 +52,20 @@
 //! ```text
 //!  span start                start                                    end
 //!  +-------------------------+------+------+------+- - - - - - - - - -+
-//!  | live bitmap (whole      | blk0 | blk1 | blk2 |                    |
-//!  | blocks, 1 bit/block)    |      |      |      |                    |
+//!  | live map (whole blocks, | blk0 | blk1 | blk2 |                    |
+//!  | 1 byte per block)       |      |      |      |                    |
 //!  +-------------------------+------+------+------+- - - - - - - - - -+
 //! ```
 //!
-//! * A block's live bit is set exactly while it is handed out: `pop` sets
-//!   it (a set bit there means a forged link), every free clears it (a
-//!   clear bit there is a double free), local, remote (in `collect`) or
-//!   delayed alike. Only the owner touches the bitmap.
+//! * A block's live byte is 1 exactly while it is handed out, 0 otherwise:
+//!   `pop` sets it (a 1 there means a forged link), every free clears it (a
+//!   0 there is a double free), local, remote (in `collect`) or delayed
+//!   alike. Only the owner touches the map. A byte, not a bit: testing and
+//!   updating it is a compare and a store at `live + index` (a bit costs a
+//!   shift for the word, a load, a bit reset, a compare and a store), about
+//!   ten instructions less per allocation and free, for one byte per block:
+//!   12.5 % of an 8-byte block, 3 % of a 32-byte one, under 1.6 % from 64
+//!   bytes up.
 //! * Links on both free lists are stored XOR-ed with `key` (random, odd).
 //!   A block is validated *before* its link is read: `pop` checks the head,
 //!   `collect` each block it walks, so a corrupted link is reported, never
@@ -147,10 +152,10 @@ pub(crate) struct Region {
     /// it has been free, and (`dirty`) whether its pages may hold physical
     /// memory.
     pub(crate) freed_at: u64,
-    /// Secure build: one bit per block, set while the block is allocated
+    /// Secure build: one byte per block, 1 while the block is allocated
     /// (stored at the start of the region; null otherwise). Owner only:
-    /// remote frees leave their bits to [`Region::collect`].
-    pub(crate) live: *mut usize,
+    /// remote frees leave their bytes to [`Region::collect`].
+    pub(crate) live: *mut u8,
     /// With `block_size = d << shift` (`d` odd): the inverse of `d` modulo
     /// `2^usize::BITS`. See [`Region::index_of`].
     pub(crate) inverse: usize,
@@ -191,18 +196,17 @@ impl Region {
         let mut key = 0;
         let mut live = ptr::null_mut();
         if block::SECURE {
-            // The live bitmap takes whole blocks at the start, so every
-            // block keeps its natural alignment.
-            let words = capacity.div_ceil(usize::BITS as usize);
-            let bitmap_bytes = words * core::mem::size_of::<usize>();
-            let reserved = bitmap_bytes.div_ceil(block_size);
-            live = start.cast::<usize>();
-            // SAFETY: the bitmap lies inside the caller's span.
+            // The live map takes whole blocks at the start, so every block
+            // keeps its natural alignment: `reserved` blocks hold the bytes
+            // of the `capacity - reserved` that remain.
+            let reserved = capacity.div_ceil(block_size + 1);
+            capacity -= reserved;
+            live = start;
+            // SAFETY: the map lies inside the caller's span.
             unsafe {
-                start.write_bytes(0, bitmap_bytes);
+                start.write_bytes(0, capacity);
                 start = start.add(reserved * block_size);
             }
-            capacity -= reserved;
             key = crate::misuse::random_key(region.addr()) | 1;
         }
         // SAFETY: caller's contract: the descriptor is ours.
@@ -252,30 +256,52 @@ impl Region {
         }
     }
 
-    /// Secure build: the live-bitmap word of `block` and the position of
-    /// its bit in it, or `None` when `block` is not the start of one of the
-    /// region's blocks.
+    /// Secure build: the live-map byte of `block`, or `None` when `block`
+    /// is not the start of one of the region's blocks.
     ///
     /// # Safety
     ///
     /// `region` is a live small region of the secure build.
     #[inline(always)]
-    unsafe fn live_bit(region: *mut Region, block: *const u8) -> Option<(*mut usize, usize)> {
-        // SAFETY: an index below capacity is inside the bitmap.
+    unsafe fn live_byte(region: *mut Region, block: *const u8) -> Option<*mut u8> {
+        // SAFETY: an index below capacity is inside the map.
         unsafe {
             let index = Self::index_of(region, block);
             if index >= (*region).capacity {
                 return None;
             }
-            let bits = usize::BITS as usize;
-            Some(((*region).live.add(index / bits), index % bits))
+            Some((*region).live.add(index))
         }
     }
 
-    /// Secure build: clears the live bit of `block`, which is being freed.
+    /// Secure build: clears the live byte of `block`, which is being freed,
+    /// and returns `true`; returns `false` (changing nothing) when `block`
+    /// is not the start of one of the region's blocks or is not allocated.
+    /// The free fast path then hands the pointer to the checked path, which
+    /// says which misuse it is (see [`Region::release_live`]).
+    ///
+    /// # Safety
+    ///
+    /// `region` is a live small region of the secure build, owned by the
+    /// caller's heap.
+    #[inline(always)]
+    pub(crate) unsafe fn try_release_live(region: *mut Region, block: *const u8) -> bool {
+        // SAFETY: forwarded; only the owner touches the map.
+        unsafe {
+            match Self::live_byte(region, block) {
+                Some(live) if *live == 1 => {
+                    *live = 0;
+                    true
+                }
+                _ => false,
+            }
+        }
+    }
+
+    /// Secure build: clears the live byte of `block`, which is being freed.
     /// Stops the process with `invalid` if `block` is not the start of one
     /// of the region's blocks, and with "double free of" if it is not
-    /// allocated. One load, one bit reset, one compare, one store.
+    /// allocated.
     ///
     /// # Safety
     ///
@@ -283,19 +309,15 @@ impl Region {
     /// caller's heap.
     #[inline(always)]
     pub(crate) unsafe fn release_live(region: *mut Region, block: *const u8, invalid: &str) {
-        // SAFETY: forwarded; only the owner touches the bitmap.
+        // SAFETY: forwarded; only the owner touches the map.
         unsafe {
-            let Some((word, bit)) = Self::live_bit(region, block) else {
+            let Some(live) = Self::live_byte(region, block) else {
                 crate::misuse::fatal(invalid, block);
             };
-            // Clear, then compare: one bit-reset instruction instead of a
-            // test plus a mask built for the update.
-            let before = *word;
-            let after = before & !(1 << bit);
-            if after == before {
+            if *live != 1 {
                 crate::misuse::fatal("double free of", block);
             }
-            *word = after;
+            *live = 0;
         }
     }
 
@@ -307,20 +329,16 @@ impl Region {
     /// `region` is a live small region of the secure build, owned by the
     /// caller's heap.
     pub(crate) unsafe fn is_live(region: *mut Region, block: *const u8) -> bool {
-        // SAFETY: forwarded.
-        match unsafe { Self::live_bit(region, block) } {
-            // SAFETY: the bitmap covers every block index.
-            Some((word, bit)) => unsafe { *word & (1 << bit) != 0 },
-            None => false,
-        }
+        // SAFETY: forwarded; the map covers every block index.
+        unsafe { Self::live_byte(region, block).is_some_and(|live| *live == 1) }
     }
 
-    /// Secure build: sets the live bit of the block at the head of the free
-    /// list before it is handed out. The head is checked *before* its link
-    /// is read: an overwritten link decodes to a random address, which is
-    /// caught here, when it reaches the head, as one that is not a block
+    /// Secure build: sets the live byte of the block at the head of the
+    /// free list before it is handed out. The head is checked *before* its
+    /// link is read: an overwritten link decodes to a random address, which
+    /// is caught here, when it reaches the head, as one that is not a block
     /// start of this region (so it is never dereferenced); a forged link to
-    /// an allocated block is caught by its live bit.
+    /// an allocated block is caught by its live byte.
     ///
     /// Returns `false` (and changes nothing) when the free list is
     /// corrupted: the caller stops the process.
@@ -331,15 +349,15 @@ impl Region {
     /// caller.
     #[inline(always)]
     unsafe fn take_live(region: *mut Region, block: *const u8) -> bool {
-        // SAFETY: forwarded; only the owner touches the bitmap.
+        // SAFETY: forwarded; only the owner touches the map.
         unsafe {
-            let Some((word, bit)) = Self::live_bit(region, block) else {
-                return false;
-            };
-            let before = *word;
-            let after = before | (1 << bit);
-            *word = after;
-            after != before
+            match Self::live_byte(region, block) {
+                Some(live) if *live == 0 => {
+                    *live = 1;
+                    true
+                }
+                _ => false,
+            }
         }
     }
 
@@ -411,7 +429,7 @@ impl Region {
         // SAFETY: immutable fields of a live region.
         let (key, kind) = unsafe { ((*region).key, (*region).kind) };
         // Secure build: an interior pointer is caught here; a double free
-        // when the owner collects the block (its live bit is then clear).
+        // when the owner collects the block (its live byte is then 0).
         if block::SECURE && kind == RegionKind::Small {
             // SAFETY: immutable fields of a live small region.
             let index = unsafe { Self::index_of(region, block) };
@@ -465,19 +483,24 @@ impl Region {
             }
             let mut block = thread_free.swap(0, Ordering::Acquire) as *mut Block;
             let mut count = 0;
+            // Read once: the compiler cannot tell that the blocks' links,
+            // written below, do not alias the descriptor.
             let key = (*region).key;
+            let check = block::SECURE && (*region).kind == RegionKind::Small;
+            let mut head = (*region).free;
             while !block.is_null() {
-                if block::SECURE && (*region).kind == RegionKind::Small {
+                if check {
                     // Checked before its link is read: the head passed
                     // `push_remote`'s check, the others come from links.
                     Self::release_live(region, block.cast(), "corrupted free list in region");
                 }
                 let next = block::next_of(block, key);
-                block::set_next(block, (*region).free, key);
-                (*region).free = block;
+                block::set_next(block, head, key);
+                head = block;
                 block = next;
                 count += 1;
             }
+            (*region).free = head;
             (*region).used -= count;
             count
         }

@@ -122,6 +122,45 @@ fn run_case(name: &str) {
                 let p = a.alloc(layout);
                 a.dealloc(p, Layout::from_size_align(4096, 8).unwrap());
             }
+            // The secure build's free fast path trusts a segment once a
+            // free found it to be the thread's own: the cases below free a
+            // block first, so the misuse takes that path.
+            "interior_free_small_fast" => {
+                let p = a.allocate_bytes(64, 8);
+                let q = a.allocate_bytes(64, 8);
+                a.deallocate_bytes(p);
+                a.deallocate_bytes(q.add(16));
+            }
+            "dealloc_wrong_layout_fast" => {
+                let layout = Layout::from_size_align(32, 8).unwrap();
+                let p = a.alloc(layout);
+                let q = a.alloc(layout);
+                a.dealloc(p, layout);
+                a.dealloc(q, Layout::from_size_align(48, 8).unwrap());
+            }
+            "dealloc_wrong_align_fast" => {
+                let layout = Layout::from_size_align(32, 8).unwrap();
+                let p = a.alloc(layout);
+                let blocks: Vec<*mut u8> = (0..64).map(|_| a.alloc(layout)).collect();
+                a.dealloc(p, layout);
+                // A 32-byte block that is not 64-byte aligned, freed as one.
+                let q = *blocks.iter().find(|b| b.addr() % 64 != 0).unwrap();
+                a.dealloc(q, Layout::from_size_align(32, 64).unwrap());
+            }
+            "free_into_unmapped_segment" => {
+                // The segment the fast path trusted is unmapped (collect
+                // gives empty segments back): a stale pointer into it must
+                // still be caught by the segment map, not fault.
+                // (`dealloc`: `deallocate_bytes` always checks the map.)
+                let layout = Layout::from_size_align(32, 8).unwrap();
+                let p = a.alloc(layout);
+                let q = a.alloc(layout);
+                a.dealloc(q, layout);
+                a.dealloc(p, layout);
+                a.collect();
+                assert_eq!(a.stats().segments, 0, "collect unmapped the segment");
+                a.dealloc(p, layout);
+            }
             other => panic!("unknown misuse case {other}"),
         }
     }
@@ -197,6 +236,22 @@ const CASES: &[(&str, &str, bool)] = &[
         "dealloc with a layout that does not match",
         false,
     ),
+    ("interior_free_small_fast", "free of invalid pointer", false),
+    (
+        "dealloc_wrong_layout_fast",
+        "dealloc with a layout that does not match",
+        false,
+    ),
+    (
+        "dealloc_wrong_align_fast",
+        "dealloc with a layout that does not match",
+        false,
+    ),
+    (
+        "free_into_unmapped_segment",
+        "free of invalid pointer",
+        false,
+    ),
 ];
 
 macro_rules! misuse_tests {
@@ -233,4 +288,8 @@ misuse_tests!(
     overflow_into_freed_neighbour,
     use_after_free_write,
     dealloc_wrong_layout,
+    interior_free_small_fast,
+    dealloc_wrong_layout_fast,
+    dealloc_wrong_align_fast,
+    free_into_unmapped_segment,
 );

@@ -14,7 +14,8 @@
 //!             parse the RESULT line (elapsed seconds, ops, checksum)
 //!     median time and RSS per allocator, checksums compared
 //! optionally: callgrind instruction counts of pair32
-//! render report::Report → BENCHMARKS.md (keeping bench/ldpreload.sh's section)
+//! render report::Report → BENCHMARKS.md (keeping the sections of
+//!                          bench/ldpreload.sh and bench/secure_cost.sh)
 //!                        → BENCHMARKS.svg next to it (chart::svg)
 //! ```
 //!
@@ -407,10 +408,11 @@ fn run(opts: &Options, args: &[String]) -> Result<(), String> {
     let text = report::render(&report);
     match out {
         Some(path) => {
-            // bench/ldpreload.sh's section (C programs under LD_PRELOAD)
-            // is not this driver's to drop.
+            // The sections of bench/ldpreload.sh (C programs under
+            // LD_PRELOAD) and bench/secure_cost.sh are not this driver's
+            // to drop.
             let text = match std::fs::read_to_string(&path) {
-                Ok(previous) => report::keep_ldpreload_section(&text, &previous),
+                Ok(previous) => report::keep_sections(&text, &previous),
                 Err(_) => text,
             };
             std::fs::write(&path, &text)

@@ -324,23 +324,27 @@ pub fn render(report: &Report) -> String {
     out
 }
 
-/// First line of the section `bench/ldpreload.sh` writes into
-/// `BENCHMARKS.md` (C programs under `LD_PRELOAD`).
-pub const LDPRELOAD_START: &str = "<!-- ldpreload:start -->";
-/// Last line of that section.
-pub const LDPRELOAD_END: &str = "<!-- ldpreload:end -->";
+/// The sections other scripts write into `BENCHMARKS.md`, each between a
+/// first and a last marker line, which the driver keeps (in this order)
+/// when it rewrites the file: `bench/ldpreload.sh`'s (C programs under
+/// `LD_PRELOAD`) and `bench/secure_cost.sh --write`'s (what the `secure`
+/// feature costs).
+pub const KEPT_SECTIONS: [(&str, &str); 2] = [
+    ("<!-- ldpreload:start -->", "<!-- ldpreload:end -->"),
+    ("<!-- secure:start -->", "<!-- secure:end -->"),
+];
 
-/// The `LD_PRELOAD` section of `text`: from a line that is exactly
-/// [`LDPRELOAD_START`] to the next line that is exactly [`LDPRELOAD_END`],
-/// both included; `None` unless both are there.
-pub fn ldpreload_section(text: &str) -> Option<&str> {
+/// The section of `text` from a line that is exactly `first` to the next
+/// line that is exactly `last`, both included; `None` unless both are
+/// there.
+pub fn marked_section<'a>(text: &'a str, first: &str, last: &str) -> Option<&'a str> {
     let mut start = None;
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
         let bare = line.trim_end_matches(['\n', '\r']);
         match start {
-            None if bare == LDPRELOAD_START => start = Some(offset),
-            Some(s) if bare == LDPRELOAD_END => return Some(&text[s..offset + bare.len()]),
+            None if bare == first => start = Some(offset),
+            Some(s) if bare == last => return Some(&text[s..offset + bare.len()]),
             _ => {}
         }
         offset += line.len();
@@ -348,16 +352,22 @@ pub fn ldpreload_section(text: &str) -> Option<&str> {
     None
 }
 
-/// `rendered` (a fresh report) followed by the `LD_PRELOAD` section of
+/// `rendered` (a fresh report) followed by the [`KEPT_SECTIONS`] of
 /// `previous` (the file it replaces), so that rewriting `BENCHMARKS.md` keeps
-/// what `bench/ldpreload.sh` wrote there.
-pub fn keep_ldpreload_section(rendered: &str, previous: &str) -> String {
-    let Some(section) = ldpreload_section(previous) else {
+/// what the other scripts wrote there.
+pub fn keep_sections(rendered: &str, previous: &str) -> String {
+    let sections: Vec<&str> = KEPT_SECTIONS
+        .iter()
+        .filter_map(|(first, last)| marked_section(previous, first, last))
+        .collect();
+    if sections.is_empty() {
         return rendered.to_string();
-    };
+    }
     let mut out = rendered.trim_end().to_string();
-    out.push_str("\n\n");
-    out.push_str(section);
+    for section in sections {
+        out.push_str("\n\n");
+        out.push_str(section);
+    }
     out.push('\n');
     out
 }
@@ -510,28 +520,34 @@ mod tests {
     }
 
     #[test]
-    fn ldpreload_section_is_kept() {
-        use super::{keep_ldpreload_section, ldpreload_section};
+    fn ldpreload_and_secure_sections_are_kept() {
+        use super::{keep_sections, marked_section};
+        let ldpreload =
+            |text| marked_section(text, "<!-- ldpreload:start -->", "<!-- ldpreload:end -->");
         let old = "# old report\n\n<!-- ldpreload:start -->\n## LD_PRELOAD\n\n| a | b |\n\
                    <!-- ldpreload:end -->\ntrailing\n";
         let section =
             "<!-- ldpreload:start -->\n## LD_PRELOAD\n\n| a | b |\n<!-- ldpreload:end -->";
-        assert_eq!(ldpreload_section(old), Some(section));
+        assert_eq!(ldpreload(old), Some(section));
         assert_eq!(
-            keep_ldpreload_section("# new\n\n", old),
+            keep_sections("# new\n\n", old),
             format!("# new\n\n{section}\n")
         );
         // Kept again on the next rewrite, unchanged.
-        let twice = keep_ldpreload_section("# newer\n", &keep_ldpreload_section("# new\n", old));
+        let twice = keep_sections("# newer\n", &keep_sections("# new\n", old));
         assert_eq!(twice, format!("# newer\n\n{section}\n"));
-        // No section, an unterminated one, or markers inside a line: nothing kept.
-        assert_eq!(keep_ldpreload_section("# new\n", "# old\n"), "# new\n");
+        // Both sections, in the order of KEPT_SECTIONS whatever the file's.
+        let secure = "<!-- secure:start -->\n## Secure\n<!-- secure:end -->";
+        let both = format!("# old\n\n{secure}\n\n{section}\n");
         assert_eq!(
-            ldpreload_section("<!-- ldpreload:start -->\nno end\n"),
-            None
+            keep_sections("# new\n", &both),
+            format!("# new\n\n{section}\n\n{secure}\n")
         );
+        // No section, an unterminated one, or markers inside a line: nothing kept.
+        assert_eq!(keep_sections("# new\n", "# old\n"), "# new\n");
+        assert_eq!(ldpreload("<!-- ldpreload:start -->\nno end\n"), None);
         assert_eq!(
-            ldpreload_section("see `<!-- ldpreload:start -->` and `<!-- ldpreload:end -->`\n"),
+            ldpreload("see `<!-- ldpreload:start -->` and `<!-- ldpreload:end -->`\n"),
             None
         );
     }

@@ -73,7 +73,7 @@
 //!   feature, which this crate turns on, keeps the thread's heap binding in
 //!   an initial-exec TLS slot declared in assembly (`src/binding.rs`): two
 //!   instructions. The library gets `DF_STATIC_TLS`: preloaded or linked,
-//!   its 16 bytes are part of every thread's static TLS block; `dlopen`ed
+//!   its 24 bytes are part of every thread's static TLS block; `dlopen`ed
 //!   later, glibc takes them from its static TLS surplus and fails the
 //!   `dlopen` if that is exhausted (as for mimalloc's and jemalloc's
 //!   libraries). `tests/c/dlopen.c` loads it into a running multithreaded
