@@ -189,8 +189,17 @@ impl<const N: usize> Rulloc<N> {
         let size = InstanceState::<N>::mapping_size();
         let mapping = platform::map_aligned(size, platform::page_size())?;
         let new = mapping.as_ptr().cast::<InstanceState<N>>();
-        // SAFETY: the fresh mapping is large enough and page aligned.
-        unsafe { new.write(InstanceState::new(size)) };
+        // SAFETY: the fresh mapping is large enough and page aligned; the
+        // huge list's pointer to the counters beside it is set before the
+        // state is published, so no thread ever sees the list without it
+        // (a huge block mapped uncounted and unmapped counted would wrap
+        // the gauges below zero).
+        unsafe {
+            new.write(InstanceState::new(size));
+            (*new)
+                .huge
+                .set_shared(ptr::from_ref(&(*new).counters).cast_mut());
+        }
         match self
             .state
             .compare_exchange(ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire)
@@ -199,9 +208,6 @@ impl<const N: usize> Rulloc<N> {
                 // SAFETY: published: lives until `self` is dropped, which
                 // unregisters it first; never moves.
                 let state = unsafe { &*new };
-                state
-                    .huge
-                    .set_shared(ptr::from_ref(&state.counters).cast_mut());
                 // SAFETY: as above; registered once (we won the race).
                 unsafe { fork::register(&state.fork_entry) };
                 Some(state)

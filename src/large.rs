@@ -207,7 +207,8 @@ impl HugeList {
         &self.lock
     }
 
-    /// Points the list at its instance's shared counters.
+    /// Points the list at its instance's shared counters (before the
+    /// state is published: see `Rulloc::map_state`).
     pub(crate) fn set_shared(&self, shared: *mut SharedCounters) {
         self.shared.store(shared, Ordering::Relaxed);
     }
