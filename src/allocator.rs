@@ -403,13 +403,7 @@ impl<const N: usize> Rulloc<N> {
                 return;
             }
             let region = region_of(segment, ptr);
-            let heap = owner_of::<N>(segment);
-            if heap.cast::<u8>().cast_const() == binding::current().heap {
-                // This thread's own heap: no lock needed.
-                (*heap).free_local(region, ptr);
-            } else {
-                Self::deallocate_foreign(heap, region, ptr);
-            }
+            Self::free_in_region(segment, region, ptr);
         }
     }
 
@@ -485,12 +479,7 @@ impl<const N: usize> Rulloc<N> {
             if let Some(layout) = layout {
                 Self::check_layout(ptr, layout, (*region).block_size);
             }
-            let heap = owner_of::<N>(segment);
-            if heap.cast::<u8>().cast_const() == binding::current().heap {
-                (*heap).free_local(region, ptr);
-            } else {
-                Self::deallocate_foreign(heap, region, ptr);
-            }
+            Self::free_in_region(segment, region, ptr);
         }
     }
 
@@ -515,6 +504,27 @@ impl<const N: usize> Rulloc<N> {
             }
             self.huge()
                 .free(segment, self.purge_delay_ms.load(Ordering::Relaxed));
+        }
+    }
+
+    /// Frees a block of a small or large region through its owner heap:
+    /// without a lock if that is this thread's heap, else
+    /// [`Rulloc::deallocate_foreign`].
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is a live block of `region`, in the regions segment `segment`.
+    #[inline(always)]
+    unsafe fn free_in_region(segment: *mut segment::Segment, region: *mut Region, ptr: *mut u8) {
+        let heap = owner_of::<N>(segment);
+        // SAFETY: heaps outlive their blocks; the bound heap is this
+        // thread's alone.
+        unsafe {
+            if heap.cast::<u8>().cast_const() == binding::current().heap {
+                (*heap).free_local(region, ptr);
+            } else {
+                Self::deallocate_foreign(heap, region, ptr);
+            }
         }
     }
 

@@ -539,31 +539,13 @@ impl<const N: usize> Heap<N> {
             }
             let now = platform::now_ms();
             if now.saturating_sub(last_purge) < 2 * self.purge_delay() {
-                self.set_purge_backoff((*local).purge_backoff + 1, now);
+                (*local).purge_backoff += 1;
+                (*local).backoff_changed_at = now;
                 // Due purges wait for the longer delay.
                 if (*local).next_purge_at != 0 {
                     (*local).next_purge_at = now.saturating_add(self.purge_delay()).max(1);
                 }
             }
-        }
-    }
-
-    /// Doubles the purge delay `backoff` times, and lets the span pool
-    /// cache as many more empty segments: a heap that keeps needing memory
-    /// soon after it gave it back would otherwise unmap whole segments at
-    /// once (beyond [`CACHED_SEGMENTS`]) and fault them in again on the next
-    /// wave. Cached segments still go back after the (longer) delay.
-    ///
-    /// # Safety
-    ///
-    /// Lock held.
-    unsafe fn set_purge_backoff(&self, backoff: u32, now: u64) {
-        // SAFETY: lock held.
-        unsafe {
-            let local = self.local();
-            (*local).purge_backoff = backoff;
-            (*local).backoff_changed_at = now;
-            (*local).spans.set_cache_limit(CACHED_SEGMENTS << backoff);
         }
     }
 
@@ -593,12 +575,18 @@ impl<const N: usize> Heap<N> {
         let now = platform::now_ms();
         // SAFETY: forwarded; lock held.
         unsafe {
-            (*self.local()).spans.free(span, now, &mut events);
+            // A heap backed off k steps keeps up to 8 << k empty segments
+            // (for the longer delay): one that keeps needing memory soon
+            // after giving it back would otherwise unmap whole segments at
+            // once and fault them in again on the next wave.
+            let local = self.local();
+            let cache_limit = CACHED_SEGMENTS << (*local).purge_backoff;
+            (*local).spans.free(span, now, cache_limit, &mut events);
             self.record(&events);
             if events.unmapped > 0 {
                 // A segment beyond the cache limit went back at once: as
                 // premature as a purge if the heap needs it again soon.
-                (*self.local()).last_purge_at = now;
+                (*local).last_purge_at = now;
             }
             let delay = self.purge_delay();
             let local = self.local();
@@ -657,7 +645,8 @@ impl<const N: usize> Heap<N> {
                 if (*local).purge_backoff > 0
                     && now.saturating_sub((*local).backoff_changed_at) >= BACKOFF_DECAY_MS
                 {
-                    self.set_purge_backoff((*local).purge_backoff - 1, now);
+                    (*local).purge_backoff -= 1;
+                    (*local).backoff_changed_at = now;
                 }
             }
         }

@@ -71,8 +71,8 @@ pub(crate) const LARGE_MAX_SIZE: usize = LARGE_MAX_SLOTS * SLOT_SIZE;
 /// Empty segments a heap keeps mapped (32 MiB of address space; their pages
 /// are purged on the usual delay): a program that frees and reallocates a
 /// few MiB in waves does not map and unmap on every wave. The heap raises
-/// the limit while its purge delay is backed off (see
-/// [`SpanPool::set_cache_limit`]).
+/// the limit while its purge delay is backed off (the `cache_limit` of
+/// [`SpanPool::free`]).
 pub(crate) const CACHED_SEGMENTS: usize = 8;
 
 /// What a segment is.
@@ -198,13 +198,10 @@ pub(crate) struct SpanPool {
     pub(crate) segments: *mut Segment,
     /// Fully free segments kept mapped to absorb alloc/free waves (linked
     /// through `next`, most recent first; each was cached while
-    /// `cached_count < cache_limit`); each is unmapped once it has stayed
-    /// unused for the purge delay.
+    /// `cached_count` was below the limit its free was given); each is
+    /// unmapped once it has stayed unused for the purge delay.
     cached: *mut Segment,
     cached_count: usize,
-    /// How many empty segments may be cached: [`CACHED_SEGMENTS`], scaled
-    /// up by the owning heap while its purge delay is backed off.
-    cache_limit: usize,
     /// The owning heap, recorded in every segment header.
     owner: *mut u8,
     /// The owning heap's tag, recorded in the segment map.
@@ -219,7 +216,6 @@ impl SpanPool {
             segments: ptr::null_mut(),
             cached: ptr::null_mut(),
             cached_count: 0,
-            cache_limit: CACHED_SEGMENTS,
             owner: ptr::null_mut(),
             tag: misuse::TAG_SHARED,
         }
@@ -278,13 +274,19 @@ impl SpanPool {
 
     /// Gives a span back, coalescing with free neighbours. The span is
     /// dirty (its pages were used) as of `now`. A segment left entirely free
-    /// is cached (up to the cache limit) or unmapped.
+    /// is cached, if fewer than `cache_limit` are, or unmapped.
     ///
     /// # Safety
     ///
     /// `span` is the first descriptor of a used span of this pool whose
     /// blocks are all dead, and it is on no list.
-    pub(crate) unsafe fn free(&mut self, span: *mut Region, now: u64, events: &mut SpanEvents) {
+    pub(crate) unsafe fn free(
+        &mut self,
+        span: *mut Region,
+        now: u64,
+        cache_limit: usize,
+        events: &mut SpanEvents,
+    ) {
         // SAFETY: descriptors of one of our segments; neighbours are found
         // through the tiling invariant.
         unsafe {
@@ -322,7 +324,7 @@ impl SpanPool {
                 count += previous_count;
             }
             if count == USABLE_SLOTS {
-                self.release_segment(segment, now, events);
+                self.release_segment(segment, now, cache_limit, events);
             } else {
                 self.insert_free(segment, first, count, true, freed_at);
             }
@@ -449,7 +451,9 @@ impl SpanPool {
                 (*tail.add(i)).first = tail;
             }
             (*tail).kind = RegionKind::Unused;
-            self.free(tail, now, events);
+            // The span keeps its first slots, so the segment cannot become
+            // entirely free here: no limit applies.
+            self.free(tail, now, CACHED_SEGMENTS, events);
         }
     }
 
@@ -467,12 +471,6 @@ impl SpanPool {
         self.release_cached(events);
         self.bins = [ptr::null_mut(); SLOTS_PER_SEGMENT];
         self.bitmap = 0;
-    }
-
-    /// Sets how many empty segments may be cached from now on. Segments
-    /// already cached beyond a lowered limit go at their usual expiry.
-    pub(crate) fn set_cache_limit(&mut self, limit: usize) {
-        self.cache_limit = limit;
     }
 
     /// Unmaps every cached empty segment (collect / trim).
@@ -548,11 +546,17 @@ impl SpanPool {
     ///
     /// `segment` is on this pool's list and entirely free (its one free
     /// span already unlinked).
-    unsafe fn release_segment(&mut self, segment: *mut Segment, now: u64, events: &mut SpanEvents) {
+    unsafe fn release_segment(
+        &mut self,
+        segment: *mut Segment,
+        now: u64,
+        cache_limit: usize,
+        events: &mut SpanEvents,
+    ) {
         // SAFETY: caller's contract.
         unsafe {
             self.unlink_segment(segment);
-            if self.cached_count < self.cache_limit {
+            if self.cached_count < cache_limit {
                 (*segment).freed_at = now;
                 (*segment).next = self.cached;
                 self.cached = segment;
