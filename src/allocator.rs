@@ -42,7 +42,10 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use allocator_api2::alloc::{AllocError, Allocator};
 
 use crate::binding::{self, Binding, BINDING, NEVER_BIND, UNBOUND};
-use crate::bucket::{Config, DEFAULT_BUCKET_COUNT, DEFAULT_BUCKET_SIZES};
+use crate::bucket::{
+    Config, DEFAULT_BUCKET_COUNT, DEFAULT_BUCKET_SIZES, LOOKUP_ALIGN, MALLOC_SMALL_ALIGN,
+    MALLOC_SMALL_SIZE,
+};
 use crate::fork;
 use crate::heap::{owner_of, Heap, SharedCounters};
 use crate::large::{huge_usable_size, HugeList, LARGE_MAX_SIZE};
@@ -290,6 +293,32 @@ impl<const N: usize> Rulloc<N> {
             Some(bucket) => self.with_heap(move |heap| unsafe { heap.alloc_small(bucket, size) }),
             None => self.allocate_dynamic(size, align),
         }
+    }
+
+    /// Allocates `size` bytes aligned as C's `malloc` promises: to 16 bytes
+    /// (glibc's `MALLOC_ALIGNMENT`), or to 8 when `size <= 8`, where no C
+    /// object can need more. The same as [`Rulloc::allocate_bytes`] with
+    /// that alignment, minus the alignment tests on the small-block path:
+    /// the C library's `malloc`.
+    #[inline]
+    pub fn allocate_malloc(&self, size: usize) -> *mut u8 {
+        match self.config.bucket_for_malloc(size) {
+            // SAFETY: the closure runs with the heap's lock held.
+            Some(bucket) => self.with_heap(move |heap| unsafe { heap.alloc_small(bucket, size) }),
+            None => self.allocate_malloc_slow(size),
+        }
+    }
+
+    /// [`Rulloc::allocate_malloc`] beyond the lookup table.
+    #[cold]
+    #[inline(never)]
+    fn allocate_malloc_slow(&self, size: usize) -> *mut u8 {
+        let align = if size <= MALLOC_SMALL_SIZE {
+            MALLOC_SMALL_ALIGN
+        } else {
+            LOOKUP_ALIGN
+        };
+        self.allocate_bytes(size, align)
     }
 
     /// Like [`Rulloc::allocate_bytes`], and the memory is zeroed.

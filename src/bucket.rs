@@ -21,8 +21,9 @@
 //!
 //! [`Config`] maps a request `(size, align)` to a bucket: a table lookup for
 //! sizes up to [`LOOKUP_MAX`] (one table for alignments every bucket
-//! satisfies, one for [`LOOKUP_ALIGN`], the alignment of C's `malloc`) and
-//! a binary search above. Requests larger than the largest bucket go to the
+//! satisfies, one for [`LOOKUP_ALIGN`], the alignment of C's `malloc`, and
+//! one for `malloc` itself, which needs no alignment test at all) and a
+//! binary search above. Requests larger than the largest bucket go to the
 //! *dynamic bucket* ([`crate::large`]).
 //!
 //! The default classes are the multiples of 8 up to 64, then four steps per
@@ -57,6 +58,12 @@ pub(crate) const LOOKUP_MAX: usize = 1024;
 /// `u128` and SIMD types for 16 as well, and the default classes are not
 /// all multiples of 16 (24, 40, 56).
 pub(crate) const LOOKUP_ALIGN: usize = 16;
+/// C's `malloc` promises only this alignment to blocks of at most
+/// [`MALLOC_SMALL_SIZE`] bytes (no C object that fits needs more), and
+/// [`LOOKUP_ALIGN`] to all others.
+pub(crate) const MALLOC_SMALL_ALIGN: usize = 8;
+/// See [`MALLOC_SMALL_ALIGN`].
+pub(crate) const MALLOC_SMALL_SIZE: usize = 8;
 const GRANULE: usize = size_of::<usize>();
 const LOOKUP_LEN: usize = LOOKUP_MAX / GRANULE + 1;
 /// Table entry meaning "larger than every bucket".
@@ -106,6 +113,11 @@ pub(crate) struct Config<const N: usize> {
     /// The same for requests aligned to [`LOOKUP_ALIGN`]: the smallest
     /// bucket >= size whose block size is a multiple of it.
     lookup_aligned: [u8; LOOKUP_LEN],
+    /// The same for C's `malloc(size)`: the smallest bucket >= size whose
+    /// block size is a multiple of [`MALLOC_SMALL_ALIGN`] for sizes up to
+    /// [`MALLOC_SMALL_SIZE`], of [`LOOKUP_ALIGN`] above: one load, no
+    /// alignment test, for the C library's hottest call.
+    lookup_malloc: [u8; LOOKUP_LEN],
     /// Largest power of two dividing every size (capped at a slot): requests
     /// aligned to at most this need no alignment search.
     common_align: usize,
@@ -144,6 +156,7 @@ impl<const N: usize> Config<N> {
             sizes,
             lookup: Self::lookup_table(&sizes, 1),
             lookup_aligned: Self::lookup_table(&sizes, LOOKUP_ALIGN),
+            lookup_malloc: Self::malloc_lookup_table(&sizes),
             common_align,
         }
     }
@@ -165,6 +178,40 @@ impl<const N: usize> Config<N> {
             index += 1;
         }
         table
+    }
+
+    /// The lookup table of C's `malloc` (see [`Config::bucket_for_malloc`]):
+    /// entries covering sizes up to [`MALLOC_SMALL_SIZE`] (a multiple of the
+    /// granule, so no entry straddles it) from the table for
+    /// [`MALLOC_SMALL_ALIGN`], the others from the table for
+    /// [`LOOKUP_ALIGN`].
+    const fn malloc_lookup_table(sizes: &[usize; N]) -> [u8; LOOKUP_LEN] {
+        let small = Self::lookup_table(sizes, MALLOC_SMALL_ALIGN);
+        let mut table = Self::lookup_table(sizes, LOOKUP_ALIGN);
+        let mut index = 0;
+        while index * GRANULE <= MALLOC_SMALL_SIZE {
+            table[index] = small[index];
+            index += 1;
+        }
+        table
+    }
+
+    /// The bucket serving C's `malloc(size)`: `size` bytes aligned to
+    /// [`LOOKUP_ALIGN`] (glibc's `MALLOC_ALIGNMENT`), or to
+    /// [`MALLOC_SMALL_ALIGN`] for sizes up to [`MALLOC_SMALL_SIZE`], where no
+    /// C object can need more. `None` when no table entry serves it: above
+    /// [`LOOKUP_MAX`], or no bucket fits; [`Config::bucket_for`] decides
+    /// those. Equal to `bucket_for(size, malloc_align(size))` wherever it is
+    /// `Some` (a test checks every size).
+    #[inline(always)]
+    pub(crate) fn bucket_for_malloc(&self, size: usize) -> Option<usize> {
+        if size > LOOKUP_MAX {
+            return None;
+        }
+        match self.lookup_malloc[size.div_ceil(GRANULE)] {
+            NO_BUCKET => None,
+            entry => Some(usize::from(entry)),
+        }
     }
 
     /// The bucket serving `(size, align)`, or `None` for the dynamic bucket.
@@ -418,6 +465,32 @@ mod tests {
         check(DEFAULT_BUCKET_SIZES);
         check([8, 24, 40, 48, 1000, 1016, 2040]);
         check([16, 32, 4096]);
+    }
+
+    /// C's table agrees with the general lookup at C's alignment rule for
+    /// every size it answers, and answers every size up to the lookup limit
+    /// that some bucket can hold.
+    #[test]
+    fn the_malloc_table_gives_the_smallest_bucket_at_malloc_alignment() {
+        fn check<const N: usize>(sizes: [usize; N]) {
+            let config = Config::new(sizes);
+            for size in 0..=LOOKUP_MAX + 100 {
+                let align = if size <= MALLOC_SMALL_SIZE {
+                    MALLOC_SMALL_ALIGN
+                } else {
+                    LOOKUP_ALIGN
+                };
+                let general = config.bucket_for(size, align);
+                match config.bucket_for_malloc(size) {
+                    Some(bucket) => assert_eq!(Some(bucket), general, "size {size}"),
+                    None => assert!(size > LOOKUP_MAX || general.is_none(), "size {size}"),
+                }
+            }
+        }
+        check(DEFAULT_BUCKET_SIZES);
+        check([8, 24, 40, 48, 1000, 1016, 2040]);
+        check([16, 32, 4096]);
+        check([8, 24]);
     }
 
     #[test]

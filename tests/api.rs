@@ -170,6 +170,7 @@ fn impossible_sizes_fail_cleanly() {
             a.allocate_zeroed_bytes(size, align).is_null(),
             "allocate_zeroed_bytes: {what}"
         );
+        assert!(a.allocate_malloc(size).is_null(), "allocate_malloc: {what}");
         // SAFETY: `keep` is live; a failed reallocation leaves it live.
         let r = unsafe { a.reallocate_bytes(keep, size, align) };
         assert!(r.is_null(), "reallocate_bytes: {what}");
@@ -334,6 +335,44 @@ fn aligned_zeroed_and_resized() {
 
 /// `align == size` for small powers of two must not waste much: many such
 /// blocks fit (this is a smoke test, the exact waste is in the benchmarks).
+/// C's entry gives every size C's alignment (16, or 8 up to 8 bytes), and
+/// its blocks hold their contents beside each other and after frees, in the
+/// default buckets and in custom ones whose sizes are not all multiples of
+/// 16.
+#[test]
+fn malloc_entry_aligns_like_c_and_keeps_contents() {
+    fn run<const N: usize>(a: &Rulloc<N>) {
+        let mut sizes: Vec<usize> = (0..=scaled(1100, 80)).collect();
+        sizes.extend([4096, 70_000, 300_000, 3 * MIB]);
+        let mut live = Vec::new();
+        for (i, &size) in sizes.iter().enumerate() {
+            let p = a.allocate_malloc(size);
+            let align = if size <= 8 { 8 } else { 16 };
+            assert_aligned(p, align, &format!("allocate_malloc({size})"));
+            // SAFETY: `p` has `size` bytes.
+            unsafe { fill(p, size, i as u64) };
+            live.push((p, size, i as u64));
+            if i % 3 == 0 {
+                let (p, size, seed) = live.swap_remove(live.len() / 2);
+                // SAFETY: `p` is live with `size` bytes and freed once.
+                unsafe {
+                    check(p, size, seed, "malloc-entry block");
+                    a.deallocate_bytes(p);
+                }
+            }
+        }
+        for (p, size, seed) in live {
+            // SAFETY: as above.
+            unsafe {
+                check(p, size, seed, "malloc-entry block");
+                a.deallocate_bytes(p);
+            }
+        }
+    }
+    run(&Rulloc::default());
+    run(&Rulloc::with_bucket_sizes([8, 24, 40, 56, 72, 1000]));
+}
+
 #[test]
 fn size_equals_align_blocks_do_not_overlap() {
     let a = Rulloc::default();
