@@ -492,7 +492,7 @@ impl<const N: usize> Heap<N> {
             }
             let start = SpanPool::span_start(region);
             let block_size = (*local).buckets[bucket].block_size;
-            Region::init_small(region, start, slots * SLOT_SIZE, block_size, bucket as u16);
+            Region::init_small(region, start, slots * SLOT_SIZE, block_size, bucket as u8);
             (*local).buckets[bucket].queue_push_front(region);
             bump(&self.counters.regions, 1);
             bump(&self.bucket_regions[bucket], 1);

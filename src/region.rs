@@ -105,43 +105,59 @@ pub(crate) enum RegionKind {
 /// A region descriptor (one per slot of a segment; only the first slot's is
 /// the "real" one, the others point at it through `first`).
 ///
-/// Field order matters: the first cache line holds everything the owner's
-/// alloc and free touch (`free`, `used`, `kind`, `in_full`, `bucket`,
-/// `prev`; the secure build's `key` opens the second), and the descriptor is exactly 128 bytes on 64-bit
-/// targets, so finding a slot's descriptor is a shift, not a multiply.
-#[repr(C)]
+/// Field order matters. The descriptor is exactly 128 bytes on 64-bit
+/// targets and 64-byte aligned, so finding a slot's descriptor is a shift,
+/// not a multiply, and each descriptor is two whole cache lines:
+///
+/// ```text
+///  line 1: the owner's alloc and free      line 2: everything else
+///  free used bucket kind in_full shift     thread_free  next  block_size
+///  prev first                              bump end start freed_at
+///  key inverse live capacity (secure)      slot_count dirty
+/// ```
+///
+/// The owner's fast paths (and the secure build's checks) read and write
+/// line 1 only. `thread_free`, the one field other threads write, is alone
+/// with cold fields on line 2, so a remote free's CAS does not take the
+/// line the owner is allocating from away from its core (false sharing
+/// between the two would cost the owner a cache miss per remote free).
+#[repr(C, align(64))]
 pub(crate) struct Region {
+    // ---- line 1: the owner's fast paths
     /// Owner-local free list: allocation pops, owner frees push.
     pub(crate) free: *mut Block,
     /// Blocks handed out and not yet returned to the owner.
     pub(crate) used: u32,
-    /// Slots in this span (first slot only).
-    pub(crate) slot_count: u32,
-    /// Blocks that fit in the region (a word: the secure build compares
-    /// [`Region::index_of`] with it on every allocation and free).
-    pub(crate) capacity: usize,
+    /// Index of the owning bucket (`Small` only; at most 254 buckets).
+    pub(crate) bucket: u8,
     pub(crate) kind: RegionKind,
     /// Whether the region is on its bucket's full list (owner only).
     pub(crate) in_full: bool,
-    /// Free spans only: whether its pages may hold physical memory (see
-    /// `freed_at`).
-    pub(crate) dirty: bool,
     /// Trailing zero bits of `block_size`.
     pub(crate) shift: u8,
-    /// Index of the owning bucket (`Small` only).
-    pub(crate) bucket: u16,
-    /// Size of every block (for `Large`, the whole usable span).
-    pub(crate) block_size: usize,
-    /// Remote frees (a block list) or [`FULL`].
-    pub(crate) thread_free: AtomicUsize,
     /// Links in the bucket queue, the full list, or a span bin.
     pub(crate) prev: *mut Region,
-    pub(crate) next: *mut Region,
-    /// Secure build: the key free-list links are encoded with (0 otherwise).
-    pub(crate) key: usize,
     /// The first descriptor of this span (in every slot of a used span;
     /// in the first and last slot of a free span).
     pub(crate) first: *mut Region,
+    /// Secure build: the key free-list links are encoded with (0 otherwise).
+    pub(crate) key: usize,
+    /// With `block_size = d << shift` (`d` odd): the inverse of `d` modulo
+    /// `2^usize::BITS`. See [`Region::index_of`].
+    pub(crate) inverse: usize,
+    /// Secure build: one byte per block, 1 while the block is allocated
+    /// (stored at the start of the region; null otherwise). Owner only:
+    /// remote frees leave their bytes to [`Region::collect`].
+    pub(crate) live: *mut u8,
+    /// Blocks that fit in the region (a word: the secure build compares
+    /// [`Region::index_of`] with it on every allocation and free).
+    pub(crate) capacity: usize,
+    // ---- line 2: remote frees and cold fields
+    /// Remote frees (a block list) or [`FULL`].
+    pub(crate) thread_free: AtomicUsize,
+    pub(crate) next: *mut Region,
+    /// Size of every block (for `Large`, the whole usable span).
+    pub(crate) block_size: usize,
     /// Next never-used block.
     pub(crate) bump: *mut u8,
     /// End of the last whole block.
@@ -152,17 +168,19 @@ pub(crate) struct Region {
     /// it has been free, and (`dirty`) whether its pages may hold physical
     /// memory.
     pub(crate) freed_at: u64,
-    /// Secure build: one byte per block, 1 while the block is allocated
-    /// (stored at the start of the region; null otherwise). Owner only:
-    /// remote frees leave their bytes to [`Region::collect`].
-    pub(crate) live: *mut u8,
-    /// With `block_size = d << shift` (`d` odd): the inverse of `d` modulo
-    /// `2^usize::BITS`. See [`Region::index_of`].
-    pub(crate) inverse: usize,
+    /// Slots in this span (first slot only).
+    pub(crate) slot_count: u32,
+    /// Free spans only: whether its pages may hold physical memory (see
+    /// `freed_at`).
+    pub(crate) dirty: bool,
 }
 
 #[cfg(all(target_pointer_width = "64", not(loom)))]
-const _: () = assert!(size_of::<Region>() == 128);
+const _: () = {
+    assert!(size_of::<Region>() == 128);
+    assert!(core::mem::offset_of!(Region, capacity) == 56);
+    assert!(core::mem::offset_of!(Region, thread_free) == 64);
+};
 
 /// The inverse of the odd number `d` modulo `2^usize::BITS` (Newton's
 /// iteration: `d` is its own inverse modulo 8, and every step doubles the
@@ -189,7 +207,7 @@ impl Region {
         start: *mut u8,
         span_bytes: usize,
         block_size: usize,
-        bucket: u16,
+        bucket: u8,
     ) {
         let mut capacity = span_bytes / block_size;
         let mut start = start;
