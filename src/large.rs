@@ -76,7 +76,8 @@
 //!         stay under HUGE_CACHE_ENTRIES and the byte cap); it is unmapped
 //!         at once instead if the purge delay is 0 or it alone exceeds
 //!         a quarter of the cap
-//!   purge delay after its free (checked on huge alloc/free and on every
+//!   unused for the purge delay since its free and since the cache last
+//!         served a request (checked on huge alloc/free and on every
 //!         heap's slow-path purge check): unmapped
 //!   Rulloc::collect, a thread's exit, dropping the Rulloc: all unmapped
 //! ```
@@ -88,8 +89,9 @@
 //!
 //! Bounds: at most [`HUGE_CACHE_ENTRIES`] mappings and at most
 //! `cap = max(HUGE_CACHE_MIN_BYTES, peak committed / HUGE_CACHE_PEAK_DIVISOR)`
-//! bytes, each entry at most `cap / HUGE_CACHE_ENTRY_DIVISOR`. The floor (64 MiB, twice the 8 empty segments every heap keeps)
-//! lets a small program churn a few multi-MiB buffers; the fraction of the
+//! bytes, each entry at most `cap / HUGE_CACHE_ENTRY_DIVISOR`. The floor
+//! (128 MiB) lets a small program churn a dozen multi-MiB buffers; the
+//! fraction of the
 //! peak lets a program that already had GiBs live cache its larger buffers
 //! while bounding the extra footprint to a quarter of a peak it already
 //! reached, and only for the purge delay. Peers keep far more (mimalloc and
@@ -135,18 +137,23 @@ pub(crate) use crate::segment::LARGE_MAX_SIZE;
 use crate::segment::{self, round_up, Segment, SegmentKind, SEGMENT_SIZE};
 use crate::sync::SpinLock;
 
-/// Most freed huge mappings the cache keeps: a program replacing a handful
-/// of big buffers in turn finds one of the right size; a search over this
-/// many entries under the lock costs nothing next to a system call.
-pub(crate) const HUGE_CACHE_ENTRIES: usize = 8;
-/// The cache may always hold this many bytes (64 MiB: twice the 8 empty
-/// segments each heap keeps), whatever the program's peak.
-pub(crate) const HUGE_CACHE_MIN_BYTES: usize = 64 << 20;
+/// Most freed huge mappings the cache keeps: a program replacing a dozen
+/// big buffers in turn finds one of the right size; a search over this
+/// many entries under the lock costs nothing next to a system call. With
+/// 8, malloc-large (16 slots of 64 KiB..8 MiB, so up to 10 huge blocks
+/// live and as many free at once) evicted a mapping it needed again a
+/// dozen times per run; with 16 it maps only its ~11 distinct ones.
+pub(crate) const HUGE_CACHE_ENTRIES: usize = 16;
+/// The cache may always hold this many bytes, whatever the program's peak:
+/// 128 MiB, a dozen 10 MiB mappings (an 8 MiB buffer rounded up to huge
+/// pages, header included); at 64 MiB malloc-large evicted entries it
+/// needed again.
+pub(crate) const HUGE_CACHE_MIN_BYTES: usize = 128 << 20;
 /// Above the floor, the cache may hold this fraction of the instance's
 /// peak committed bytes: the extra footprint stays a quarter of a size the
 /// program already reached.
 pub(crate) const HUGE_CACHE_PEAK_DIVISOR: usize = 4;
-/// One entry may take at most this fraction of the cap (16 MiB under the
+/// One entry may take at most this fraction of the cap (32 MiB under the
 /// floor): the cache is for buffers a program replaces again and again,
 /// not for a one-off giant one (a `Vec`'s 63 MiB buffer in the bench's
 /// `waves` stayed resident after the program went quiet, with no slow path
@@ -253,8 +260,9 @@ impl HugeList {
             };
             if let Some(shared) = self.shared() {
                 let cache = &shared.huge_cache;
-                cache.purge_if_due(shared, platform::now_ms(), delay as u64);
-                let cached = cache.take(total);
+                let now = platform::now_ms();
+                cache.purge_if_due(shared, now, delay as u64);
+                let cached = cache.take(total, now);
                 if !cached.is_null() {
                     // SAFETY: `take` handed us a cached mapping, on no
                     // list, whose header is at its base and which holds
@@ -534,8 +542,13 @@ pub(crate) struct HugeCache {
     /// `entries[..len]`: cached segments, oldest first (under `lock`).
     entries: UnsafeCell<[*mut Segment; HUGE_CACHE_ENTRIES]>,
     len: UnsafeCell<usize>,
-    /// When the oldest entry's purge delay runs out (ms), 0 if the cache is
-    /// empty. Written under `lock`, read without it by heaps' purge checks.
+    /// When a request was last served from the cache (ms; 0: never; under
+    /// `lock`): entries expire only once the cache went unused, see
+    /// [`HugeCache::purge_if_due`].
+    used_at: UnsafeCell<u64>,
+    /// When the next entry may expire (ms), 0 if the cache is empty
+    /// (never later than the true time). Written under `lock`, read without
+    /// it by heaps' purge checks.
     next_purge_at: AtomicU64,
     /// Bytes mapped by cached entries.
     pub(crate) bytes: AtomicUsize,
@@ -559,6 +572,7 @@ impl Default for HugeCache {
             lock: SpinLock::new(),
             entries: UnsafeCell::new([ptr::null_mut(); HUGE_CACHE_ENTRIES]),
             len: UnsafeCell::new(0),
+            used_at: UnsafeCell::new(0),
             next_purge_at: AtomicU64::new(0),
             bytes: AtomicUsize::new(0),
             count: AtomicUsize::new(0),
@@ -622,17 +636,29 @@ impl HugeCache {
             let entries = &*self.entries.get();
             entries[..*self.len.get()]
                 .iter()
-                .map(|&segment| (*segment).freed_at)
+                .map(|&segment| self.unused_since(segment))
                 .min()
         };
         let due = oldest.map_or(0, |at| at.saturating_add(delay).max(1));
         self.next_purge_at.store(due, Ordering::Relaxed);
     }
 
+    /// Since when an entry counts as unused: its free, or the last time
+    /// the cache served a request, whichever is later.
+    ///
+    /// # Safety
+    ///
+    /// Lock held; `segment` is an entry.
+    unsafe fn unused_since(&self, segment: *mut Segment) -> u64 {
+        // SAFETY: caller's contract.
+        unsafe { (*segment).freed_at.max(*self.used_at.get()) }
+    }
+
     /// Takes the best fitting entry for a block needing `total` bytes of
-    /// mapping (header included), or null: the smallest with at least
-    /// `total` bytes, if it has at most [`HUGE_WHOLE_FACTOR`] times that.
-    pub(crate) fn take(&self, total: usize) -> *mut Segment {
+    /// mapping (header included) as of `now`, or null: the smallest with at
+    /// least `total` bytes, if it has at most [`HUGE_WHOLE_FACTOR`] times
+    /// that.
+    pub(crate) fn take(&self, total: usize, now: u64) -> *mut Segment {
         if self.count.load(Ordering::Relaxed) == 0 {
             return ptr::null_mut();
         }
@@ -650,6 +676,9 @@ impl HugeCache {
             }
             match best {
                 Some((index, size)) if size / HUGE_WHOLE_FACTOR <= total => {
+                    // (`next_purge_at` may now be early: the purge check
+                    // that finds nothing due schedules it again.)
+                    *self.used_at.get() = now;
                     let segment = self.remove(index);
                     self.hits.fetch_add(1, Ordering::Relaxed);
                     segment
@@ -715,9 +744,16 @@ impl HugeCache {
         true
     }
 
-    /// Unmaps every entry whose purge delay ran out, if one is due.
-    /// Never waits for the lock: if another thread holds it, that thread
-    /// is in a huge call, which checks again.
+    /// Unmaps every entry whose purge delay ran out, if one is due: an
+    /// entry that has been unused for the delay, in a cache that served no
+    /// request for as long. A program replacing buffers of many sizes (the
+    /// bench's malloc-large: 16 slots of 64 KiB..8 MiB) may need its
+    /// largest cached mapping only every 20 ms or so, while it takes others
+    /// every few µs; expiring entries by their own age alone unmapped half
+    /// a dozen such mappings per run, each mapped and faulted in again on
+    /// the next large request. A cache nobody draws on still empties after
+    /// the delay. Never waits for the lock: if another thread holds it,
+    /// that thread is in a huge call, which checks again.
     pub(crate) fn purge_if_due(&self, counters: &SharedCounters, now: u64, delay: u64) {
         let due = self.next_purge_at.load(Ordering::Relaxed);
         if due == 0 || now < due || !self.lock.try_lock() {
@@ -729,7 +765,7 @@ impl HugeCache {
             let mut index = 0;
             while index < *self.len.get() {
                 let segment = (*self.entries.get())[index];
-                if (*segment).freed_at.saturating_add(delay) <= now {
+                if self.unused_since(segment).saturating_add(delay) <= now {
                     victims.segments[victims.len] = self.remove(index);
                     victims.len += 1;
                 } else {
@@ -931,9 +967,10 @@ mod tests {
         a.set_purge_delay_ms(60_000);
         let rounded = platform::huge_page_granule() > platform::page_size();
         if rounded {
-            // 2.5 MiB takes a 4 MiB mapping, a quarter of the largest entry
-            // the 64 MiB floor allows: a peak of 400 MiB (mapped, never
-            // touched) raises the cap to 100 MiB, an entry to 25 MiB.
+            // 2.5 MiB takes a 4 MiB mapping; the 22 MiB block's 24 MiB one
+            // must be cacheable: a peak of 400 MiB (mapped, never touched)
+            // makes the cap at least 100 MiB, an entry at least 25 MiB
+            // (the 128 MiB floor allows 32 MiB anyway).
             let peak = a.allocate_bytes(400 * MIB, 8);
             // SAFETY: live, freed once.
             unsafe { a.deallocate_bytes(peak) };
@@ -1051,25 +1088,26 @@ mod tests {
     fn the_cache_keeps_at_most_its_bytes() {
         let a = Rulloc::new();
         a.set_purge_delay_ms(60_000);
-        // Peak committed about 96 MiB: the cap is the 64 MiB floor, so
-        // five 11 MiB blocks' mappings (12 MiB with huge pages) fit and the
-        // oldest three go.
+        // Peak committed about 168 MiB: the cap is the 128 MiB floor, so
+        // ten 11 MiB blocks' mappings (at most 12 MiB with huge pages) fit
+        // and the oldest four go.
         let blocks: std::vec::Vec<*mut u8> =
-            (0..8).map(|_| a.allocate_bytes(11 * MIB, 8)).collect();
+            (0..14).map(|_| a.allocate_bytes(11 * MIB, 8)).collect();
         for block in blocks {
             // SAFETY: live, freed once.
             unsafe { a.deallocate_bytes(block) };
         }
         let s = a.stats();
-        assert_eq!(s.huge_cached, 5, "{s:?}");
+        let fit = HUGE_CACHE_MIN_BYTES / (11 * MIB).next_multiple_of(platform::huge_page_granule());
+        assert_eq!(s.huge_cached, fit, "{s:?}");
         assert!(s.bytes_mapped <= HUGE_CACHE_MIN_BYTES, "{s:?}");
         // A block larger than a quarter of the cap is never cached.
         let huge = a.allocate_bytes(HUGE_CACHE_MIN_BYTES / HUGE_CACHE_ENTRY_DIVISOR + MIB, 8);
         // SAFETY: live, freed once.
         unsafe { a.deallocate_bytes(huge) };
-        assert_eq!(a.stats().huge_cached, 5);
+        assert_eq!(a.stats().huge_cached, fit);
         // After a larger peak the cap is a quarter of it.
-        let peak: std::vec::Vec<*mut u8> = (0..24).map(|_| a.allocate_bytes(24 * MIB, 8)).collect();
+        let peak: std::vec::Vec<*mut u8> = (0..24).map(|_| a.allocate_bytes(36 * MIB, 8)).collect();
         for block in peak {
             // SAFETY: live, freed once.
             unsafe { a.deallocate_bytes(block) };
@@ -1080,7 +1118,7 @@ mod tests {
         assert!(s.huge_cached >= 2, "{s:?}");
         // (Only cached mappings are left, all of the same size.)
         let mapping = s.bytes_mapped / s.huge_cached;
-        assert!(mapping > 24 * MIB, "{s:?}");
+        assert!(mapping > 36 * MIB, "{s:?}");
         assert!(s.bytes_mapped <= cap, "{s:?}");
         assert!(s.bytes_mapped + mapping > cap, "{s:?}");
         a.collect();
@@ -1146,6 +1184,79 @@ mod tests {
         assert!(holds(block.cast::<u8>().as_ptr(), size, 0));
         // SAFETY: live with `layout`.
         unsafe { allocator_api2::alloc::Allocator::deallocate(&a, block.cast(), layout) };
+    }
+
+    /// Sixteen buffers of up to 8 MiB replaced in turn (the bench's
+    /// malloc-large) all fit: twelve 10 MiB mappings freed and asked for
+    /// again are all served from the cache. (With 8 entries and a 64 MiB
+    /// floor, six were, and the rest mapped again.)
+    #[test]
+    #[cfg_attr(miri, ignore = "maps over 100 MiB")]
+    fn a_dozen_multi_mib_buffers_are_all_cached() {
+        let a = Rulloc::new();
+        a.set_purge_delay_ms(60_000);
+        let size = 8 * MIB;
+        let round =
+            || -> std::vec::Vec<*mut u8> { (0..12).map(|_| a.allocate_bytes(size, 8)).collect() };
+        let free = |blocks: std::vec::Vec<*mut u8>| {
+            for block in blocks {
+                // SAFETY: live, freed once.
+                unsafe { a.deallocate_bytes(block) };
+            }
+        };
+        free(round());
+        let before = a.stats();
+        assert_eq!(before.huge_cached, 12, "{before:?}");
+        let again = round();
+        let s = a.stats();
+        assert_eq!(s.map_calls, before.map_calls, "{s:?}");
+        assert_eq!(s.huge_cache_hits, before.huge_cache_hits + 12, "{s:?}");
+        free(again);
+        a.collect();
+    }
+
+    /// An entry expires once it and the cache went unused for the delay:
+    /// a large mapping waits in a cache that keeps serving smaller
+    /// requests, longer than the delay, and is then served too.
+    #[test]
+    #[cfg_attr(miri, ignore)] // depends on wall-clock delays
+    fn a_cache_in_use_keeps_its_entries() {
+        use std::thread::sleep;
+        use std::time::{Duration, Instant};
+        let a = Rulloc::new();
+        let delay = 300;
+        a.set_purge_delay_ms(delay);
+        let (big, small) = (8 * MIB, 3 * MIB);
+        let blocks = [big, small].map(|size| a.allocate_bytes(size, 8));
+        for block in blocks {
+            // SAFETY: live, freed once.
+            unsafe { a.deallocate_bytes(block) };
+        }
+        let start = Instant::now();
+        // 480 ms of requests the small entry serves, one every 60 ms.
+        for _ in 0..8 {
+            sleep(Duration::from_millis(60));
+            let block = a.allocate_bytes(small, 8);
+            // SAFETY: live, freed once.
+            unsafe { a.deallocate_bytes(block) };
+        }
+        let before = a.stats();
+        let block = a.allocate_bytes(big, 8);
+        let s = a.stats();
+        if start.elapsed() < Duration::from_millis(2 * delay as u64) {
+            // (On a machine so loaded that one step took longer than the
+            // delay, the cache may rightly have gone.)
+            assert_eq!(s.map_calls, before.map_calls, "{s:?}");
+            assert_eq!(s.huge_cache_hits, before.huge_cache_hits + 1, "{s:?}");
+        }
+        // SAFETY: live, freed once.
+        unsafe { a.deallocate_bytes(block) };
+        // Unused for longer than the delay, the cache empties.
+        sleep(Duration::from_millis(delay as u64 + 100));
+        let other = a.allocate_bytes(20 * MIB, 8);
+        assert_eq!(a.stats().huge_cached, 0);
+        // SAFETY: live, freed once.
+        unsafe { a.deallocate_bytes(other) };
     }
 
     #[test]
