@@ -92,8 +92,11 @@ pub const ALLOCATORS: &[&str] = &["rulloc", "system", "mimalloc", "jemalloc", "s
 /// The allocator that ratios are relative to.
 pub const BASELINE: &str = "mimalloc";
 
-/// Repetitions of a full run (the median is reported).
-const FULL_REPS: usize = 5;
+/// Repetitions of a full run (the median is reported). Seven, not five:
+/// on a shared 2-core machine one or two runs of a case in five often
+/// land on a busy moment, and a median of five then moves by 10-40 %
+/// between identical runs of the suite (larson-t2 and malloc-large did).
+const FULL_REPS: usize = 7;
 /// Repetitions of a `--quick` run.
 const QUICK_REPS: usize = 3;
 /// Workload scale of a `--quick` run: a quarter of the default counts.
@@ -446,7 +449,12 @@ fn run_case(case: &Case, bins: &[(String, PathBuf)], opts: &Options) -> CaseRepo
     let mut results: Vec<Vec<Result<RunResult, String>>> = vec![Vec::new(); bins.len()];
     for rep in 0..opts.reps {
         eprint!("  rep {}/{}:", rep + 1, opts.reps);
-        for (i, (name, bin)) in bins.iter().enumerate() {
+        // Each rep starts with the next allocator: none always runs right
+        // after the same neighbour (whose exit may still be returning
+        // memory) or always first.
+        for k in 0..bins.len() {
+            let i = (rep + k) % bins.len();
+            let (name, bin) = &bins[i];
             // Once an allocator failed on a case, don't spend time repeating it.
             if results[i].iter().any(Result::is_err) {
                 continue;
