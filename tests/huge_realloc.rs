@@ -19,7 +19,7 @@ const SEGMENT: usize = 4 * MIB;
 
 /// The word stamped into page `page` of a block by test `id`.
 fn stamp_of(id: usize, page: usize) -> usize {
-    (id << 40) ^ (page.wrapping_mul(0x9e37_79b9) | 1)
+    id.rotate_right(8) ^ (page.wrapping_mul(0x9e37_79b9) | 1)
 }
 
 /// Stamps the first word of every page of `block[from..to]`.
