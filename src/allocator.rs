@@ -619,8 +619,11 @@ impl<const N: usize> Rulloc<N> {
                 check_huge_start(segment, ptr, "realloc of invalid pointer");
                 let usable = huge_usable_size(segment);
                 let stay_huge = new_size > LARGE_MAX_SIZE || align > SLOT_SIZE;
-                if aligned && stay_huge && self.huge().resize_in_place(segment, new_size) {
-                    return ptr;
+                if aligned && stay_huge {
+                    let resized = self.huge().resize(segment, new_size, align);
+                    if !resized.is_null() {
+                        return resized;
+                    }
                 }
                 return self.move_block(ptr, usable, new_size, align);
             }

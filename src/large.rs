@@ -23,8 +23,43 @@
 //!                                              (block - 1) & !MASK = base
 //! ```
 //!
-//! `realloc` of a huge block resizes the mapping where it stands (`mremap`
-//! on Linux) before it ever copies.
+//! `realloc` of a huge block never copies on Linux. It resizes the mapping
+//! where it stands (`mremap` without moving) where the pages after it are
+//! free, and otherwise moves the whole mapping, header included, with
+//! `mremap(MREMAP_MAYMOVE | MREMAP_FIXED)`: the kernel moves page-table
+//! entries, so resident pages stay resident and nothing is copied or
+//! faulted in again (a `Vec` doubling past a few MiB used to pay a fresh
+//! mapping, a copy of its buffer and a fault per page each time):
+//!
+//! ```text
+//!   before   +--------+-------------+####  (pages after it taken)
+//!            | header | block       |####
+//!            +--------+-------------+####
+//!   reserve        :  |~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~|  PROT_NONE,
+//!   (new size      :  slack | aligned point (SEGMENT_SIZE, or     | new size
+//!    + align)      :        | align - offset for align > SEGMENT) | + align
+//!   mremap FIXED   v        +--------+-------------------------+  |
+//!   to the point            | header | block ... grown         |  |
+//!                           +--------+-------------------------+  |
+//!   unmap slack     |~~~~~~~|                                  |~~|
+//! ```
+//!
+//! The new base keeps the invariant every block lookup relies on: it is
+//! `SEGMENT_SIZE` aligned, and for a block aligned above `SEGMENT_SIZE`
+//! (header one segment before it) it is placed so that the block keeps the
+//! alignment the `realloc` asks for. Everything that names the segment's
+//! address follows it: the block leaves the huge list and the misuse map
+//! before the move and joins both at its new address after it (see
+//! [`HugeList::move_mapping`] for why in that order), its header's
+//! `mapping`/`mapping_size` are rewritten, the counters count one remap
+//! call and the mapping's change in size (no map or unmap call), and the
+//! size stays rounded to huge pages. The `MADV_HUGEPAGE` advice is a
+//! property of the kernel's mapping and moves with it (checked in
+//! `tests/huge_realloc.rs`), so it is not asked for again. Huge blocks have
+//! no guard pages, in the secure build either. Shrinking stays in place
+//! (an `munmap` of the tail elsewhere on Unix). Windows and Miri cannot
+//! move a mapping: there, a block that cannot grow in place is copied
+//! into a new one (`Rulloc::move_block`).
 //!
 //! ## Huge pages
 //!
@@ -115,7 +150,11 @@
 //!
 //! * Every live huge segment is on the allocator's huge list (under its
 //!   lock), so dropping the allocator unmaps them all; every cached one is
-//!   in the cache (under the cache's lock), never both.
+//!   in the cache (under the cache's lock), never both. The one exception:
+//!   a block its owner is moving ([`HugeList::move_mapping`]) is off the list
+//!   and off the misuse map for the moment of the `mremap`; only that
+//!   thread, inside `realloc`, knows it then, and no lock is held across
+//!   the system call.
 //! * A cached segment's header is at its mapping's base (`mapping ==
 //!   segment`), so any later request with `align <= SEGMENT_SIZE` can
 //!   place its block in it; its `huge_offset` is 0 and its bit in the
@@ -179,7 +218,7 @@ pub(crate) struct HugeList {
     pub(crate) count: AtomicUsize,
     pub(crate) map_calls: AtomicUsize,
     pub(crate) unmap_calls: AtomicUsize,
-    /// Resizes in place by the OS (`mremap`).
+    /// Resizes by the OS without copying (`mremap`, in place or moved).
     pub(crate) remap_calls: AtomicUsize,
     /// Bytes asked for in huge blocks, so far.
     pub(crate) bytes_requested: AtomicUsize,
@@ -463,56 +502,153 @@ impl HugeList {
         self.unmap_calls.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Resizes a huge block without moving it if the OS allows. Returns
-    /// whether the block now has room for `new_size` bytes.
+    /// Resizes a huge block without copying it if the OS allows: in place
+    /// (`mremap` without moving), or, when growing and the pages after the
+    /// mapping are taken, by moving the mapping (see [`HugeList::move_mapping`]).
+    /// Returns the block, moved or not, with room for `new_size` bytes
+    /// aligned to `align`, or null (nothing changed): the caller copies.
     ///
     /// # Safety
     ///
     /// `segment` is the header of a live huge block of this list, owned by
-    /// the caller.
-    pub(crate) unsafe fn resize_in_place(&self, segment: *mut Segment, new_size: usize) -> bool {
+    /// the caller, whose block is aligned to `align`.
+    pub(crate) unsafe fn resize(
+        &self,
+        segment: *mut Segment,
+        new_size: usize,
+        align: usize,
+    ) -> *mut u8 {
         // SAFETY: caller's contract.
         unsafe {
             let usable = (*segment).huge_size;
+            let offset = (*segment).huge_offset;
+            let block = segment.cast::<u8>().add(offset);
+            let fits = if new_size <= usable {
+                block
+            } else {
+                ptr::null_mut()
+            };
             // Shrinking by less than half is not worth a system call.
             if new_size <= usable && new_size >= usable / 2 {
-                return true;
+                return block;
             }
             if !platform::CAN_UNMAP_PART || (*segment).mapping != segment.cast::<u8>() {
-                return new_size <= usable;
+                return fits;
             }
-            let offset = (*segment).huge_offset;
             let Some(total) = new_size
                 .max(1)
                 .checked_add(offset)
                 .and_then(mapping_size_for)
             else {
-                return false;
+                return ptr::null_mut();
             };
             let old_total = (*segment).mapping_size;
             if total == old_total {
-                return true;
+                return block;
             }
             let mapping = NonNull::new_unchecked((*segment).mapping);
-            if !platform::remap_in_place(mapping, old_total, total) {
-                return new_size <= usable;
+            if platform::remap_in_place(mapping, old_total, total) {
+                (*segment).mapping_size = total;
+                (*segment).huge_size = total - offset;
+                self.resized(old_total, total);
+                return block;
             }
-            self.remap_calls.fetch_add(1, Ordering::Relaxed);
-            (*segment).mapping_size = total;
-            (*segment).huge_size = total - offset;
-            self.gauge(total > old_total, total.abs_diff(old_total));
             if total > old_total {
-                self.bytes_mapped
-                    .fetch_add(total - old_total, Ordering::Relaxed);
-                self.bytes_in_use
-                    .fetch_add(total - old_total, Ordering::Relaxed);
-            } else {
-                self.bytes_mapped
-                    .fetch_sub(old_total - total, Ordering::Relaxed);
-                self.bytes_in_use
-                    .fetch_sub(old_total - total, Ordering::Relaxed);
+                return self.move_mapping(segment, total, align);
             }
-            true
+            fits
+        }
+    }
+
+    /// Moves a huge block's whole mapping, header included, to a fresh
+    /// address where it has `total` bytes, without copying (Linux `mremap`,
+    /// see [`platform::remap_move`]). The new base is `SEGMENT_SIZE`
+    /// aligned, and for `align > SEGMENT_SIZE` placed so that the block,
+    /// one segment after it, is `align` aligned. Returns the moved block,
+    /// or null with nothing changed.
+    ///
+    /// Everything that knows the segment's address follows it: the block
+    /// leaves the list (its neighbours' links name its header) and the
+    /// misuse map before the move and joins both again at the new address
+    /// after it. Unregistering first matters: the old range is free the
+    /// moment `mremap` returns, and another thread may map a segment there
+    /// and register it before we could clear the old bit. No lock is held
+    /// across the system calls; while the block is off the list nobody
+    /// else reaches it (its owner, the caller, is in this function; a
+    /// neighbour's unlink no longer touches it; a fork in between leaves
+    /// it to the parent's caller, off the child's list).
+    ///
+    /// # Safety
+    ///
+    /// As for [`HugeList::resize`]; the mapping starts at the header
+    /// (`mapping == segment`) and `total > mapping_size`.
+    unsafe fn move_mapping(&self, segment: *mut Segment, total: usize, align: usize) -> *mut u8 {
+        if !platform::CAN_MOVE_MAPPING {
+            return ptr::null_mut();
+        }
+        // SAFETY: caller's contract: a live huge header at its mapping's base.
+        let (offset, old_total) = unsafe { ((*segment).huge_offset, (*segment).mapping_size) };
+        // The base must be SEGMENT_SIZE aligned and `base + offset` aligned
+        // to `align`: for `align <= SEGMENT_SIZE` a segment-aligned base
+        // does (the block is aligned already, so `offset` is a multiple of
+        // `align`); above, the base sits `offset` before an `align` boundary.
+        let (target_align, phase) = if align > SEGMENT_SIZE {
+            (align, offset % align)
+        } else {
+            (SEGMENT_SIZE, 0)
+        };
+        if phase % SEGMENT_SIZE != 0 {
+            return ptr::null_mut();
+        }
+        self.unlink(segment);
+        misuse::unregister_segment(segment.addr());
+        // SAFETY: the mapping is the block's (caller's contract), off the
+        // list and the map: only this thread knows it.
+        let moved = unsafe {
+            platform::remap_move(
+                NonNull::new_unchecked(segment.cast::<u8>()),
+                old_total,
+                total,
+                target_align,
+                phase,
+            )
+        };
+        let Some(moved) = moved else {
+            misuse::register_segment(segment.expose_provenance(), misuse::TAG_HUGE);
+            self.link(segment);
+            return ptr::null_mut();
+        };
+        let moved = moved.as_ptr().cast::<Segment>();
+        // SAFETY: the header moved with the mapping, which is ours and
+        // `total` bytes long; its transparent-huge-page advice moved too
+        // (it belongs to the kernel's mapping, not to its address).
+        unsafe {
+            (*moved).mapping = moved.cast::<u8>();
+            (*moved).mapping_size = total;
+            (*moved).mapping_align = SEGMENT_SIZE;
+            (*moved).huge_size = total - offset;
+        }
+        misuse::register_segment(moved.expose_provenance(), misuse::TAG_HUGE);
+        self.link(moved);
+        self.resized(old_total, total);
+        moved.cast::<u8>().wrapping_add(offset)
+    }
+
+    /// Counts a live block's mapping resized by the OS from `old_total` to
+    /// `total` bytes (its usable size changed by as much).
+    fn resized(&self, old_total: usize, total: usize) {
+        self.remap_calls.fetch_add(1, Ordering::Relaxed);
+        self.gauge(total > old_total, total.abs_diff(old_total));
+        if total > old_total {
+            self.bytes_mapped
+                .fetch_add(total - old_total, Ordering::Relaxed);
+            self.bytes_in_use
+                .fetch_add(total - old_total, Ordering::Relaxed);
+        } else {
+            self.bytes_mapped
+                .fetch_sub(old_total - total, Ordering::Relaxed);
+            self.bytes_in_use
+                .fetch_sub(old_total - total, Ordering::Relaxed);
         }
     }
 
@@ -992,6 +1128,43 @@ mod tests {
             a.deallocate_bytes(small);
             a.deallocate_bytes(larger);
         }
+    }
+
+    /// A huge block grown past its mapping keeps its contents and its
+    /// segment's alignment whichever way it grows: in place, moved by
+    /// `mremap` (Linux: no new mapping), or copied (elsewhere, and Miri).
+    /// (That its old address is no block any more is checked in a process
+    /// of its own: `tests/misuse.rs`, where no other test maps segments.)
+    #[test]
+    fn growing_a_huge_block_keeps_contents_and_alignment() {
+        let a = Rulloc::new();
+        let sizes = if cfg!(miri) {
+            [3 * MIB, 5 * MIB, 9 * MIB]
+        } else {
+            [3 * MIB, 12 * MIB, 48 * MIB]
+        };
+        for align in [8, 8 * MIB] {
+            let mut block = a.allocate_bytes(sizes[0], align);
+            fill(block, sizes[0], 0xa5);
+            let maps = a.stats().map_calls;
+            for pair in sizes.windows(2) {
+                // SAFETY: live block; the old pointer is not used again.
+                block = unsafe { a.reallocate_bytes(block, pair[1], align) };
+                assert_eq!(block.addr() % align.max(8), 0);
+                assert!(holds(block, pair[0], 0xa5), "align {align}");
+                // The segment map knows it: usable_size would be fatal.
+                // SAFETY: live block.
+                assert!(unsafe { a.usable_size(block) } >= pair[1]);
+                fill(block, pair[1], 0xa5);
+            }
+            if cfg!(all(target_os = "linux", not(miri))) {
+                assert_eq!(a.stats().map_calls, maps, "align {align}: never copied");
+            }
+            // SAFETY: live, freed once.
+            unsafe { a.deallocate_bytes(block) };
+        }
+        a.collect();
+        assert_eq!(a.stats().bytes_mapped, 0);
     }
 
     /// Where huge pages are asked for, a huge mapping is whole 2 MiB huge

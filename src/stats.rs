@@ -34,7 +34,8 @@ pub struct Stats {
     pub map_calls: usize,
     /// Unmap system calls (`munmap`/`VirtualFree`) made so far.
     pub unmap_calls: usize,
-    /// Huge blocks resized in place by the OS (`mremap`), so far.
+    /// Huge blocks resized by the OS without copying (`mremap`, in place
+    /// or moving the mapping), so far.
     pub remap_calls: usize,
     /// Segments currently mapped, huge ones included.
     pub segments: usize,

@@ -75,6 +75,41 @@ fn run_case(name: &str) {
                 let p = a.allocate_bytes(8 << 20, 8);
                 a.deallocate_bytes(p.add(4096));
             }
+            "free_old_address_after_move" => {
+                // A huge block grown with the pages after it taken moves
+                // (Linux: its mapping, by `mremap`; elsewhere: copied);
+                // its old address is then no block.
+                let p = a.allocate_bytes(6 << 20, 8);
+                p.write_bytes(0x5a, 6 << 20);
+                #[cfg(target_os = "linux")]
+                {
+                    // (Elsewhere a huge block never grows in place.)
+                    let end = p.add(a.usable_size(p));
+                    // NOREPLACE: fails (the page is taken already, just as
+                    // good) rather than clobber a mapping.
+                    libc::mmap(
+                        end.cast(),
+                        4096,
+                        libc::PROT_NONE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                        -1,
+                        0,
+                    );
+                }
+                let before = a.stats();
+                let q = a.reallocate_bytes(p, 40 << 20, 8);
+                assert_ne!(q, p, "moved");
+                if cfg!(target_os = "linux") {
+                    let s = a.stats();
+                    assert_eq!(s.map_calls, before.map_calls, "not copied: {s:?}");
+                    assert_eq!(s.remap_calls, before.remap_calls + 1, "{s:?}");
+                }
+                assert!((0..6 << 20).step_by(4096).all(|i| *q.add(i) == 0x5a));
+                // Known at its new address (else: "usable size of invalid
+                // pointer").
+                assert!(a.usable_size(q) >= 40 << 20);
+                a.deallocate_bytes(p);
+            }
             "wild_pointer" => a.deallocate_bytes(std::ptr::without_provenance_mut(0x5000_0000)),
             "stack_pointer" => a.deallocate_bytes((&mut local as *mut u64).cast()),
             "realloc_after_free_small" => {
@@ -213,6 +248,11 @@ const CASES: &[(&str, &str, bool)] = &[
     ("interior_free_small", "free of invalid pointer", false),
     ("interior_free_large", "free of invalid pointer", true),
     ("interior_free_huge", "free of invalid pointer", true),
+    (
+        "free_old_address_after_move",
+        "free of invalid pointer",
+        true,
+    ),
     ("wild_pointer", "free of invalid pointer", true),
     ("stack_pointer", "free of invalid pointer", true),
     (
@@ -281,6 +321,7 @@ misuse_tests!(
     interior_free_small,
     interior_free_large,
     interior_free_huge,
+    free_old_address_after_move,
     wild_pointer,
     stack_pointer,
     realloc_after_free_small,

@@ -17,7 +17,9 @@
 //! Backends:
 //!
 //! * `unix`: `mmap` more than asked for, then `munmap` the misaligned head
-//!   and the tail (Linux also has [`remap_in_place`] through `mremap`).
+//!   and the tail (Linux also resizes mappings through `mremap`:
+//!   [`remap_in_place`], and [`remap_move`], which moves one to an aligned
+//!   address without copying it).
 //! * `windows`: `VirtualAlloc` cannot release part of a reservation, so it
 //!   reserves `size + align`, releases it, and maps again exactly at the
 //!   aligned address inside it, retrying if another thread raced for it.
@@ -133,6 +135,40 @@ pub(crate) fn now_ms() -> u64 {
 pub(crate) unsafe fn remap_in_place(ptr: NonNull<u8>, old_size: usize, new_size: usize) -> bool {
     // SAFETY: forwarded from the caller.
     unsafe { backend::remap_in_place(ptr, old_size, new_size) }
+}
+
+/// Whether [`remap_move`] can ever succeed (Linux); elsewhere a huge block
+/// that cannot grow in place is copied.
+pub(crate) const CAN_MOVE_MAPPING: bool = backend::CAN_MOVE_MAPPING;
+
+/// Grows the mapping at `ptr` from `old_size` to `new_size` bytes by moving
+/// it to a fresh address `start` with `(start + phase) % align == 0`,
+/// without copying its contents (`mremap(MREMAP_MAYMOVE | MREMAP_FIXED)`
+/// into an aligned reservation on Linux: the kernel moves page-table
+/// entries, resident pages stay resident). Returns the new start; the old
+/// range is then gone. On `None` nothing changed; always `None` where
+/// [`CAN_MOVE_MAPPING`] is false.
+///
+/// # Safety
+///
+/// `ptr`/`old_size` describe a whole live mapping (one kernel mapping, as
+/// [`map_aligned`] made it or [`remap_in_place`]/[`remap_move`] resized it)
+/// whose owner tracks its address and size and lets nobody use the old
+/// range once this returned `Some`; `new_size > old_size`, both multiples
+/// of [`page_size`]; `align` a power of two at least [`page_size`];
+/// `phase < align`, a multiple of [`page_size`].
+pub(crate) unsafe fn remap_move(
+    ptr: NonNull<u8>,
+    old_size: usize,
+    new_size: usize,
+    align: usize,
+    phase: usize,
+) -> Option<NonNull<u8>> {
+    if new_size > isize::MAX as usize - align {
+        return None;
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { backend::remap_move(ptr, old_size, new_size, align, phase) }
 }
 
 /// Writes `bytes` to the standard error stream, without allocating.

@@ -93,6 +93,93 @@ pub(crate) unsafe fn remap_in_place(ptr: NonNull<u8>, old_size: usize, new_size:
     }
 }
 
+/// Whether [`remap_move`] can move a mapping (Linux: `mremap`).
+pub(crate) const CAN_MOVE_MAPPING: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+/// Moves the whole mapping `ptr`/`old_size` to a fresh place where it has
+/// `new_size > old_size` bytes and `(start + phase) % align == 0`, moving
+/// page-table entries rather than bytes: reserve `new_size + align - page`
+/// bytes of `PROT_NONE` address space, `mremap(MREMAP_MAYMOVE |
+/// MREMAP_FIXED)` the mapping onto the aligned point inside it (the kernel
+/// unmaps the reservation under it first), then unmap the reservation's
+/// unused head and tail. Four system calls whatever the size.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) unsafe fn remap_move(
+    ptr: NonNull<u8>,
+    old_size: usize,
+    new_size: usize,
+    align: usize,
+    phase: usize,
+) -> Option<NonNull<u8>> {
+    let page = os_page_size();
+    debug_assert!(align.is_power_of_two() && align >= page && phase < align);
+    debug_assert!(new_size > old_size && phase % page == 0);
+    let padded = new_size.checked_add(align - page)?;
+    // SAFETY: a fresh inaccessible mapping at an address of the kernel's
+    // choosing touches no existing memory; NORESERVE: nothing is committed.
+    let raw = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            padded,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        return None;
+    }
+    let raw = raw.cast::<u8>();
+    // The first point at or after `raw` with `(point + phase) % align == 0`:
+    // `raw` and `phase` are page aligned, so it is at most `align - page`
+    // bytes in and `new_size` bytes from it still lie in the reservation.
+    let head = (raw.addr() + phase).next_multiple_of(align) - phase - raw.addr();
+    let target = raw.wrapping_add(head);
+    // SAFETY: the caller passes a whole live mapping it owns; the target
+    // range lies in our reservation, which nobody else knows about, and
+    // does not overlap the old mapping (both are live and distinct). On
+    // failure, a growing `mremap` leaves the old mapping as it was.
+    let moved = unsafe {
+        libc::mremap(
+            ptr.as_ptr().cast(),
+            old_size,
+            new_size,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            target,
+        )
+    };
+    if moved == libc::MAP_FAILED {
+        // SAFETY: the whole reservation is still ours and unused.
+        unsafe { libc::munmap(raw.cast(), padded) };
+        return None;
+    }
+    debug_assert_eq!(moved.cast::<u8>(), target);
+    let tail = padded - head - new_size;
+    // SAFETY: the head and tail of the reservation around the moved
+    // mapping: page aligned, ours, unused.
+    unsafe {
+        if head > 0 {
+            libc::munmap(raw.cast(), head);
+        }
+        if tail > 0 {
+            libc::munmap(target.add(new_size).cast(), tail);
+        }
+    }
+    NonNull::new(moved.cast())
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) unsafe fn remap_move(
+    _ptr: NonNull<u8>,
+    _old_size: usize,
+    _new_size: usize,
+    _align: usize,
+    _phase: usize,
+) -> Option<NonNull<u8>> {
+    None
+}
+
 /// The clock purge delays are measured on. Linux has a coarse monotonic
 /// clock (the last timer tick, 1 to 4 ms old), which the vDSO reads from
 /// memory; the precise one reads the CPU's time-stamp counter, which some
