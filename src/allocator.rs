@@ -1468,6 +1468,43 @@ mod tests {
         unsafe { a.deallocate_bytes(again) };
     }
 
+    /// A fresh heap hands out its blocks in address order in the default
+    /// build, and (secure build) in an order that is not: fails if the
+    /// secure build's allocation order is sequential, or becomes the same
+    /// in two allocator instances.
+    #[test]
+    fn secure_allocation_order_is_random() {
+        let count = 256;
+        let orders: std::vec::Vec<std::vec::Vec<usize>> = (0..2)
+            .map(|_| {
+                let a = Rulloc::new();
+                let blocks: std::vec::Vec<*mut u8> =
+                    (0..count).map(|_| a.allocate_bytes(32, 8)).collect();
+                let base = blocks.iter().map(|b| b.addr()).min().unwrap();
+                let order = blocks.iter().map(|b| (b.addr() - base) / 32).collect();
+                for &block in &blocks {
+                    // SAFETY: each block freed once.
+                    unsafe { a.deallocate_bytes(block) };
+                }
+                order
+            })
+            .collect();
+        for order in &orders {
+            let sequential = order.windows(2).filter(|w| w[1] == w[0] + 1).count();
+            if crate::block::SECURE {
+                assert!(
+                    sequential < count / 2,
+                    "{sequential} of {count} blocks followed their neighbour: {order:?}"
+                );
+            } else {
+                assert_eq!(sequential, count - 1, "{order:?}");
+            }
+        }
+        if crate::block::SECURE {
+            assert_ne!(orders[0], orders[1], "two heaps, one order");
+        }
+    }
+
     #[test]
     fn a_million_small_blocks_need_few_map_calls() {
         let a = Rulloc::new();
