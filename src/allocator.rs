@@ -414,8 +414,10 @@ impl<const N: usize> Rulloc<N> {
     /// header is read for it; what is left is the layout, the block grid and
     /// the live byte, each of which, failing, sends the pointer to
     /// [`Rulloc::deallocate_checked`], which checks everything from the
-    /// start and names the misuse. No call is made outside tail position, so
-    /// the fast path needs no stack frame.
+    /// start and names the misuse. A segment tagged with another heap's own
+    /// tag (a remote free) goes to [`Rulloc::deallocate_foreign`] as soon as
+    /// the layout fits. No call is made outside tail position, so the fast
+    /// path needs no stack frame.
     ///
     /// # Safety
     ///
@@ -443,6 +445,25 @@ impl<const N: usize> Rulloc<N> {
                     && Region::try_release_live(region, ptr)
                 {
                     (*bound.heap.cast::<Heap<N>>()).free_small(region, ptr);
+                    return;
+                }
+            }
+        } else if tag >= misuse::FIRST_HEAP_TAG {
+            // SAFETY: the segment map tags the segment with a heap's own
+            // tag that is not the bound heap's: it is mapped, holds regions
+            // and belongs to another heap (a tag names one heap while its
+            // memory is mapped, see `crate::misuse`), which is what
+            // `deallocate_checked` would find after reading the tag and the
+            // binding again. The block grid is checked by the owner's free
+            // or by `Region::push_remote`, the live byte by the owner.
+            unsafe {
+                let region = region_of(segment, ptr);
+                let fits = match layout {
+                    Some(layout) => layout_fits(ptr, layout, (*region).block_size),
+                    None => true,
+                };
+                if fits {
+                    Self::deallocate_foreign(owner_of::<N>(segment), region, ptr);
                     return;
                 }
             }
