@@ -499,26 +499,30 @@ impl Region {
             if head == 0 || head == FULL {
                 return 0;
             }
-            let mut block = thread_free.swap(0, Ordering::Acquire) as *mut Block;
+            let first = thread_free.swap(0, Ordering::Acquire) as *mut Block;
+            let mut block = first;
+            let mut last = first;
             let mut count = 0;
-            // Read once: the compiler cannot tell that the blocks' links,
-            // written below, do not alias the descriptor.
+            // Read once: the compiler cannot tell that the link written
+            // below does not alias the descriptor.
             let key = (*region).key;
             let check = block::SECURE && (*region).kind == RegionKind::Small;
-            let mut head = (*region).free;
+            // Both lists' links are encoded with the same key, so the
+            // remote list is spliced in front of the local one as it is:
+            // walked (to count its blocks and, secure build, check each),
+            // and only its last link rewritten.
             while !block.is_null() {
                 if check {
                     // Checked before its link is read: the head passed
                     // `push_remote`'s check, the others come from links.
                     Self::release_live(region, block.cast(), "corrupted free list in region");
                 }
-                let next = block::next_of(block, key);
-                block::set_next(block, head, key);
-                head = block;
-                block = next;
+                last = block;
+                block = block::next_of(block, key);
                 count += 1;
             }
-            (*region).free = head;
+            block::set_next(last, (*region).free, key);
+            (*region).free = first;
             (*region).used -= count;
             count
         }
