@@ -440,10 +440,11 @@ impl<const N: usize> Rulloc<N> {
                     Some(layout) => layout_fits(ptr, layout, (*region).block_size),
                     None => true,
                 };
-                if (*region).kind == RegionKind::Small
-                    && fits
-                    && Region::try_release_live(region, ptr)
-                {
+                // No test of `kind`: a descriptor that is not a small
+                // region's has a capacity of 0, so `try_release_live`
+                // refuses every pointer for it (see `Region::capacity`).
+                if fits && Region::try_release_live(region, ptr) {
+                    debug_assert!((*region).kind == RegionKind::Small);
                     (*bound.heap.cast::<Heap<N>>()).free_small(region, ptr);
                     return;
                 }

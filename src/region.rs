@@ -87,6 +87,9 @@
 //!   multiply, one rotate and one compare against `capacity` (exact
 //!   division by `block_size`, constants `inverse` and `shift`): anything
 //!   that is not a block start of this region lands at or above `capacity`.
+//! * `capacity` is 0 in every descriptor whose kind is not `Small` (large
+//!   regions, free and unused spans, the header; see
+//!   [`Region::set_kind`]), so an index below it also proves the kind.
 
 use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use core::ptr;
@@ -136,7 +139,11 @@ pub(crate) struct Region {
     /// Slots in this span (first slot only).
     pub(crate) slot_count: u32,
     /// Blocks that fit in the region (a word: the secure build compares
-    /// [`Region::index_of`] with it on every allocation and free).
+    /// [`Region::index_of`] with it on every allocation and free). 0 in
+    /// every descriptor whose kind is not `Small` (set by `init_large` and
+    /// [`Region::set_kind`]), so that an index below it also says the
+    /// descriptor is a small region's: the secure free's fast path does
+    /// not read `kind`.
     pub(crate) capacity: usize,
     pub(crate) kind: RegionKind,
     /// Whether the region is on its bucket's full list (owner only).
@@ -379,6 +386,26 @@ impl Region {
         }
     }
 
+    /// Gives a descriptor a kind other than `Small` (a span handed out or
+    /// freed, the segment header), and a capacity of 0 with it (see
+    /// `capacity`).
+    ///
+    /// # Safety
+    ///
+    /// `region` is a descriptor of a segment owned by the caller's heap.
+    #[inline]
+    pub(crate) unsafe fn set_kind(region: *mut Region, kind: RegionKind) {
+        debug_assert!(
+            kind != RegionKind::Small,
+            "small regions come from init_small"
+        );
+        // SAFETY: caller's contract.
+        unsafe {
+            (*region).kind = kind;
+            (*region).capacity = 0;
+        }
+    }
+
     /// Turns a freshly allocated span into one large block, parked as
     /// [`FULL`] so that a remote free of it reaches the owner through the
     /// delayed stack.
@@ -391,7 +418,8 @@ impl Region {
         unsafe {
             (*region).free = ptr::null_mut();
             (*region).used = 1;
-            (*region).capacity = 1;
+            // 0, not 1: see `capacity`.
+            (*region).capacity = 0;
             (*region).block_size = span_bytes;
             (*region).thread_free.store(FULL, Ordering::Relaxed);
             (*region).start = start;
