@@ -443,8 +443,10 @@ impl<const N: usize> Rulloc<N> {
     /// header is read for it; what is left is the layout, the block grid and
     /// the live byte, each of which, failing, sends the pointer to
     /// [`Rulloc::deallocate_checked`], which checks everything from the
-    /// start and names the misuse. No call is made outside tail position, so
-    /// the fast path needs no stack frame.
+    /// start and names the misuse. A segment tagged with another heap's own
+    /// tag (a remote free) goes to [`Rulloc::deallocate_foreign`] as soon as
+    /// the layout fits. No call is made outside tail position, so the fast
+    /// path needs no stack frame.
     ///
     /// # Safety
     ///
@@ -467,11 +469,31 @@ impl<const N: usize> Rulloc<N> {
                     Some(layout) => layout_fits(ptr, layout, (*region).block_size),
                     None => true,
                 };
-                if (*region).kind == RegionKind::Small
-                    && fits
-                    && Region::try_release_live(region, ptr)
-                {
+                // No test of `kind`: a descriptor that is not a small
+                // region's has a capacity of 0, so `try_release_live`
+                // refuses every pointer for it (see `Region::capacity`).
+                if fits && Region::try_release_live(region, ptr) {
+                    debug_assert!((*region).kind == RegionKind::Small);
                     (*bound.heap.cast::<Heap<N>>()).free_small(region, ptr);
+                    return;
+                }
+            }
+        } else if tag >= misuse::FIRST_HEAP_TAG {
+            // SAFETY: the segment map tags the segment with a heap's own
+            // tag that is not the bound heap's: it is mapped, holds regions
+            // and belongs to another heap (a tag names one heap while its
+            // memory is mapped, see `crate::misuse`), which is what
+            // `deallocate_checked` would find after reading the tag and the
+            // binding again. The block grid is checked by the owner's free
+            // or by `Region::push_remote`, the live byte by the owner.
+            unsafe {
+                let region = region_of(segment, ptr);
+                let fits = match layout {
+                    Some(layout) => layout_fits(ptr, layout, (*region).block_size),
+                    None => true,
+                };
+                if fits {
+                    Self::deallocate_foreign(owner_of::<N>(segment), region, ptr);
                     return;
                 }
             }
@@ -1498,6 +1520,43 @@ mod tests {
         assert!(!again.is_null());
         // SAFETY: allocated above.
         unsafe { a.deallocate_bytes(again) };
+    }
+
+    /// A fresh heap hands out its blocks in address order in the default
+    /// build, and (secure build) in an order that is not: fails if the
+    /// secure build's allocation order is sequential, or becomes the same
+    /// in two allocator instances.
+    #[test]
+    fn secure_allocation_order_is_random() {
+        let count = 256;
+        let orders: std::vec::Vec<std::vec::Vec<usize>> = (0..2)
+            .map(|_| {
+                let a = Rulloc::new();
+                let blocks: std::vec::Vec<*mut u8> =
+                    (0..count).map(|_| a.allocate_bytes(32, 8)).collect();
+                let base = blocks.iter().map(|b| b.addr()).min().unwrap();
+                let order = blocks.iter().map(|b| (b.addr() - base) / 32).collect();
+                for &block in &blocks {
+                    // SAFETY: each block freed once.
+                    unsafe { a.deallocate_bytes(block) };
+                }
+                order
+            })
+            .collect();
+        for order in &orders {
+            let sequential = order.windows(2).filter(|w| w[1] == w[0] + 1).count();
+            if crate::block::SECURE {
+                assert!(
+                    sequential < count / 2,
+                    "{sequential} of {count} blocks followed their neighbour: {order:?}"
+                );
+            } else {
+                assert_eq!(sequential, count - 1, "{order:?}");
+            }
+        }
+        if crate::block::SECURE {
+            assert_ne!(orders[0], orders[1], "two heaps, one order");
+        }
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub(crate) const TAG_HUGE: u8 = 1;
 /// [`FIRST_HEAP_TAG`]`..=`[`LAST_HEAP_TAG`] were taken).
 pub(crate) const TAG_SHARED: u8 = 2;
 /// The tags heaps can hold.
-const FIRST_HEAP_TAG: u8 = 3;
+pub(crate) const FIRST_HEAP_TAG: u8 = 3;
 const LAST_HEAP_TAG: u8 = 254;
 /// Never stored in the map: the tag a thread without a tagged heap of its
 /// own compares with.

@@ -260,7 +260,7 @@ impl SpanPool {
                 (*descriptor).first = span;
             }
             (*span).slot_count = slots as u32;
-            (*span).kind = RegionKind::Unused;
+            Region::set_kind(span, RegionKind::Unused);
             (*segment).free_slots -= slots;
         }
         span
@@ -293,7 +293,7 @@ impl SpanPool {
             let segment = segment_of_region(span);
             let mut first = slot_index(segment, span);
             let mut count = (*span).slot_count as usize;
-            (*span).kind = RegionKind::Unused;
+            Region::set_kind(span, RegionKind::Unused);
             (*segment).free_slots += count;
             // A merged span is dirty if any part is, and is as old as its
             // youngest dirty part (purging waits for the whole span).
@@ -450,7 +450,7 @@ impl SpanPool {
             for i in 0..fewer {
                 (*tail.add(i)).first = tail;
             }
-            (*tail).kind = RegionKind::Unused;
+            Region::set_kind(tail, RegionKind::Unused);
             // The span keeps its first slots, so the segment cannot become
             // entirely free here: no limit applies.
             self.free(tail, now, CACHED_SEGMENTS, events);
@@ -506,7 +506,7 @@ impl SpanPool {
                 (*segment).mapping_size = mapping_size;
                 (*segment).mapping_align = SEGMENT_SIZE;
                 let header = slot_descriptor(segment, 0);
-                (*header).kind = RegionKind::Header;
+                Region::set_kind(header, RegionKind::Header);
                 (*header).slot_count = 1;
                 (*header).first = header;
                 if crate::block::SECURE {
@@ -601,7 +601,7 @@ impl SpanPool {
         // SAFETY: descriptors of our segment.
         unsafe {
             let span = slot_descriptor(segment, first);
-            (*span).kind = RegionKind::FreeSpan;
+            Region::set_kind(span, RegionKind::FreeSpan);
             (*span).slot_count = count as u32;
             (*span).dirty = dirty;
             (*span).freed_at = freed_at;
@@ -636,7 +636,7 @@ impl SpanPool {
             if self.bins[bin].is_null() {
                 self.bitmap &= !(1 << bin);
             }
-            (*span).kind = RegionKind::Unused;
+            Region::set_kind(span, RegionKind::Unused);
         }
     }
 }
