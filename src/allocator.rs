@@ -1824,6 +1824,50 @@ mod tests {
         }
     }
 
+    /// A heap that needs a fresh segment after purging spans (it grows) or
+    /// takes a span purged long ago right after purging another does not
+    /// back off: neither page fault was bought by a premature purge.
+    #[test]
+    #[cfg_attr(miri, ignore)] // depends on wall-clock delays
+    fn growth_after_purges_does_not_back_off() {
+        use std::thread::sleep;
+        use std::time::Duration;
+        let a = Rulloc::new();
+        a.set_purge_delay_ms(5);
+        let mib = 1 << 20;
+        // Three 1 MiB spans side by side in a fresh segment (48 of 63 slots).
+        let [first, second, third] = [0; 3].map(|_| a.allocate_bytes(mib, 8));
+        let heap = owner_of::<DEFAULT_BUCKET_COUNT>(segment_of(first));
+        // SAFETY: live blocks of `a`, each freed once; the heap is used by
+        // this thread only.
+        unsafe {
+            a.deallocate_bytes(first);
+            sleep(Duration::from_millis(20));
+            // Freeing the third runs the due purge of the first's span.
+            a.deallocate_bytes(third);
+            let purges = a.stats().purge_calls;
+            assert!(purges >= 1);
+            // No free span holds 2 MiB: a fresh segment, right after a
+            // purge, but no unmap: the heap grows, no back-off.
+            let segments = a.stats().segments;
+            let big = a.allocate_bytes(2 * mib, 8);
+            assert_eq!(a.stats().segments, segments + 1);
+            assert_eq!((*heap).purge_backoff(), 0);
+            sleep(Duration::from_millis(20));
+            // Freeing it (its segment is cached, not unmapped) purges the
+            // third's span now.
+            a.deallocate_bytes(big);
+            assert!(a.stats().purge_calls > purges);
+            // The best fit for 1 MiB is the first's span, purged 40 ms
+            // ago: a purge just happened, but not of what is needed.
+            let again = a.allocate_bytes(mib, 8);
+            assert_eq!(again, first);
+            assert_eq!((*heap).purge_backoff(), 0);
+            a.deallocate_bytes(again);
+            a.deallocate_bytes(second);
+        }
+    }
+
     /// A heap that maps segments again right after it unmapped empty ones
     /// backs off, and then keeps its empty segments (for the longer delay)
     /// instead of unmapping them beyond the first `CACHED_SEGMENTS`.

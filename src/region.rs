@@ -191,7 +191,8 @@ pub(crate) struct Region {
     pub(crate) start: *mut u8,
     /// Free spans only: since when (ms, see [`crate::platform::now_ms`])
     /// it has been free, and (`dirty`) whether its pages may hold physical
-    /// memory.
+    /// memory; once purged (clean), when it was purged (0: never, or by a
+    /// collect), for the heap's purge back-off.
     pub(crate) freed_at: u64,
     /// Slots in this span (first slot only).
     pub(crate) slot_count: u32,

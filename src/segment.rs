@@ -182,6 +182,9 @@ fn slot_start(segment: *mut Segment, slot: usize) -> *mut u8 {
 pub(crate) struct SpanEvents {
     /// The span handed out has no resident pages (purged, or fresh).
     pub(crate) took_clean: bool,
+    /// When the clean span handed out was purged (ms; 0: fresh, or purged
+    /// by a collect): see [`crate::heap::Heap`]'s purge backoff.
+    pub(crate) purged_at: u64,
     pub(crate) mapped: usize,
     pub(crate) unmapped: usize,
     pub(crate) purges: usize,
@@ -249,6 +252,7 @@ impl SpanPool {
         unsafe {
             self.unlink(span, bin);
             events.took_clean = !(*span).dirty;
+            events.purged_at = if (*span).dirty { 0 } else { (*span).freed_at };
             let segment = segment_of_region(span);
             let first = slot_index(segment, span);
             if bin > slots {
@@ -361,6 +365,9 @@ impl SpanPool {
                                 bytes,
                             ) {
                                 (*span).dirty = false;
+                                // A clean span's `freed_at` says when it was
+                                // purged (0 for a collect's purge-all).
+                                (*span).freed_at = if now == u64::MAX { 0 } else { now };
                                 events.purges += 1;
                                 events.purged_bytes += bytes;
                             }
