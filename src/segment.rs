@@ -31,6 +31,15 @@
 //! backed off, so waves of frees and allocations do not thrash the OS) and
 //! unmapped once it stayed unused for the purge delay.
 //!
+//! Transparent huge pages are asked for (`madvise(MADV_HUGEPAGE)`) only
+//! once a heap holds a second segment: a 2 MiB page faults in whole, so a
+//! thread that allocates a few KiB would pay 2 MiB of RSS for its header
+//! and first region (4 MiB once it reaches the second half), and a program
+//! of many small threads most of its footprint. A heap that grows past one
+//! segment asks for them on every segment it has and maps from then on
+//! (the kernel then backs new faults with huge pages and may collapse the
+//! first segment's touched ones in the background).
+//!
 //! A *huge* segment (see [`crate::large`]) is a mapping of its own holding
 //! one block; it has the same header so lookups treat both kinds alike.
 //!
@@ -209,6 +218,9 @@ pub(crate) struct SpanPool {
     owner: *mut u8,
     /// The owning heap's tag, recorded in the segment map.
     tag: u8,
+    /// Whether this pool's segments ask for transparent huge pages: from
+    /// its second segment on (see the module documentation).
+    huge_pages: bool,
 }
 
 impl SpanPool {
@@ -221,6 +233,28 @@ impl SpanPool {
             cached_count: 0,
             owner: ptr::null_mut(),
             tag: misuse::TAG_SHARED,
+            huge_pages: false,
+        }
+    }
+
+    /// Asks for transparent huge pages on every segment of the pool, live
+    /// or cached, and on those it maps from now on: the heap is growing
+    /// past one segment.
+    fn start_huge_pages(&mut self) {
+        self.huge_pages = true;
+        for list in [self.segments, self.cached] {
+            let mut segment = list;
+            while !segment.is_null() {
+                // SAFETY: every segment on the pool's lists is a live
+                // mapping of it, SEGMENT_SIZE bytes from its base.
+                unsafe {
+                    platform::advise_huge_pages(
+                        NonNull::new_unchecked(segment.cast::<u8>()),
+                        SEGMENT_SIZE,
+                    );
+                    segment = (*segment).next;
+                }
+            }
         }
     }
 
@@ -501,8 +535,14 @@ impl SpanPool {
                 return ptr::null_mut();
             };
             events.mapped += 1;
-            // SAFETY: the whole fresh mapping.
-            unsafe { platform::advise_huge_pages(mapping, SEGMENT_SIZE) };
+            if !self.huge_pages && !self.segments.is_null() {
+                // The second segment: the heap is no longer small.
+                self.start_huge_pages();
+            }
+            if self.huge_pages {
+                // SAFETY: the whole fresh mapping.
+                unsafe { platform::advise_huge_pages(mapping, SEGMENT_SIZE) };
+            }
             let segment = mapping.as_ptr().cast::<Segment>();
             misuse::register_segment(segment.expose_provenance(), self.tag);
             // SAFETY: a fresh zeroed mapping large enough for the header.
