@@ -626,7 +626,7 @@ impl<const N: usize> Heap<N> {
     /// # Safety
     ///
     /// Lock held.
-    unsafe fn purge_if_due(&self) {
+    pub(crate) unsafe fn purge_if_due(&self) {
         // SAFETY: lock held; the shared counters outlive every heap.
         unsafe {
             let local = self.local();
