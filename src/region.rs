@@ -686,8 +686,10 @@ impl Region {
                 // window's blocks are handed out first.
                 const BITS: u32 = WINDOW.trailing_zeros() + (WINDOW / 2).trailing_zeros();
                 let mut head = (*region).free;
-                // Links are indices (see the module docs).
-                let first_index = (first.addr() - (*region).start.addr()) / size;
+                // Links are indices (see the module docs); `first` is a
+                // block start, so the exact division by multiplication
+                // gives its index without a `div`.
+                let first_index = Self::index_of(region, first);
                 let mut window = (count - 1) / WINDOW * WINDOW;
                 let (mut random, mut random_bits) = (0, 0);
                 loop {
