@@ -472,13 +472,9 @@ impl<const N: usize> Rulloc<N> {
                 // No test of `kind`: a descriptor that is not a small
                 // region's has a capacity of 0, so `try_release_live`
                 // refuses every pointer for it (see `Region::capacity`).
-                let index = match fits {
-                    true => Region::try_release_live(region, ptr),
-                    false => None,
-                };
-                if let Some(index) = index {
+                if fits && Region::try_release_live(region, ptr) {
                     debug_assert!((*region).kind == RegionKind::Small);
-                    (*bound.heap.cast::<Heap<N>>()).free_small(region, ptr, index);
+                    (*bound.heap.cast::<Heap<N>>()).free_small(region, ptr);
                     return;
                 }
             }

@@ -109,7 +109,6 @@ pub(crate) struct HeapCounters {
 /// Stops the process: `block` was freed twice. Returns in type only (it
 /// never does), so that callers can reach it with a jump instead of a call
 /// and keep their fast paths frameless.
-#[cfg(not(feature = "secure"))]
 #[cold]
 #[inline(never)]
 fn report_double_free(block: *mut u8) {
@@ -454,7 +453,7 @@ impl<const N: usize> Heap<N> {
                     }
                 }
                 self.collect_remote_frees(region, bucket);
-                if !Region::has_free(region) {
+                if (*region).free.is_null() {
                     Region::extend(region);
                 }
                 let block = Region::pop(region);
@@ -463,7 +462,7 @@ impl<const N: usize> Heap<N> {
                     bump(&self.bucket_requested[bucket], size);
                     return block;
                 }
-                if crate::block::SECURE && Region::has_free(region) {
+                if crate::block::SECURE && !(*region).free.is_null() {
                     // `pop` refused the head of the free list.
                     crate::region::corrupted(region);
                 }
@@ -707,21 +706,17 @@ impl<const N: usize> Heap<N> {
         // SAFETY: lock held; region is ours.
         unsafe {
             if (*region).kind == RegionKind::Small {
-                // Every double and interior free (the live map).
-                #[cfg(feature = "secure")]
-                let index = Region::release_live(region, block, "free of invalid pointer");
-                #[cfg(not(feature = "secure"))]
-                let index = {
-                    if block.cast() == (*region).free {
-                        // Cheap double-free check: the block was just freed
-                        // (it heads the free list). A tail call, so the
-                        // free needs no stack frame.
-                        report_double_free(block);
-                        return;
-                    }
-                    0
-                };
-                self.free_small(region, block, index);
+                if crate::block::SECURE {
+                    // Every double and interior free (the live map).
+                    Region::release_live(region, block, "free of invalid pointer");
+                } else if block.cast() == (*region).free {
+                    // Cheap double-free check: the block was just freed (it
+                    // heads the free list). A tail call, so the free needs
+                    // no stack frame.
+                    report_double_free(block);
+                    return;
+                }
+                self.free_small(region, block);
             } else {
                 self.free_large(region, block);
             }
@@ -735,11 +730,11 @@ impl<const N: usize> Heap<N> {
     /// As for [`Heap::free_local`], and in the secure build the block's live
     /// bit has just been cleared by the caller.
     #[inline(always)]
-    unsafe fn free_owned(&self, region: *mut Region, block: *mut u8, index: usize) {
+    unsafe fn free_owned(&self, region: *mut Region, block: *mut u8) {
         // SAFETY: forwarded.
         unsafe {
             if (*region).kind == RegionKind::Small {
-                self.free_small(region, block, index);
+                self.free_small(region, block);
             } else {
                 self.free_large(region, block);
             }
@@ -753,32 +748,22 @@ impl<const N: usize> Heap<N> {
     ///
     /// As for [`Heap::free_owned`]; `region` is a small region.
     #[inline(always)]
-    pub(crate) unsafe fn free_small(&self, region: *mut Region, block: *mut u8, index: usize) {
+    pub(crate) unsafe fn free_small(&self, region: *mut Region, block: *mut u8) {
         // SAFETY: lock held; region is ours.
         unsafe {
             // Read the fields before writing the block's link: the compiler
             // cannot know the block does not alias them.
             let head = (*region).free;
             let used = (*region).used;
-            #[cfg(feature = "secure")]
-            {
-                // Links and the head are indices (see `crate::region`).
-                crate::region::set_next_index(block, head, (*region).key);
-                (*region).free = index;
-            }
-            #[cfg(not(feature = "secure"))]
-            {
-                let _ = index;
-                crate::block::set_next(block.cast(), head, (*region).key);
-                // Under Miri the caller's pointer may carry a tag that
-                // covers only what it asked for (a 42-byte `Box<[u8]>` in a
-                // 48-byte block): the link is written through it, but the
-                // free list keeps the block's own (exposed) provenance, so
-                // the next owner of the block may use all of it.
-                #[cfg(miri)]
-                let block = ptr::with_exposed_provenance_mut::<u8>(block.addr());
-                (*region).free = block.cast();
-            }
+            crate::block::set_next(block.cast(), head, (*region).key);
+            // Under Miri the caller's pointer may carry a tag that covers
+            // only what it asked for (a 42-byte `Box<[u8]>` in a 48-byte
+            // block): the link is written through it, but the free list
+            // keeps the block's own (exposed) provenance, so the next owner
+            // of the block may use all of it.
+            #[cfg(miri)]
+            let block = ptr::with_exposed_provenance_mut::<u8>(block.addr());
+            (*region).free = block.cast();
             (*region).used = used.wrapping_sub(1);
             drop_by(
                 self.bucket_blocks.get_unchecked((*region).bucket as usize),
@@ -930,16 +915,11 @@ impl<const N: usize> Heap<N> {
                 let block_ptr = block.cast::<u8>();
                 let region = segment::region_of(segment::segment_of(block_ptr), block_ptr);
                 bump(&self.counters.remote_frees, 1);
-                // Remote frees leave the live byte to the owner.
-                #[cfg(feature = "secure")]
-                let index = if (*region).kind == RegionKind::Small {
-                    Region::release_live(region, block_ptr, "free of invalid pointer")
-                } else {
-                    0
-                };
-                #[cfg(not(feature = "secure"))]
-                let index = 0;
-                self.free_owned(region, block_ptr, index);
+                if crate::block::SECURE && (*region).kind == RegionKind::Small {
+                    // Remote frees leave the live byte to the owner.
+                    Region::release_live(region, block_ptr, "free of invalid pointer");
+                }
+                self.free_owned(region, block_ptr);
                 block = next;
             }
         }

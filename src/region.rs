@@ -66,20 +66,15 @@
 //!   ten instructions less per allocation and free, for one byte per block:
 //!   12.5 % of an 8-byte block, 3 % of a 32-byte one, under 1.6 % from 64
 //!   bytes up.
-//! * The owner-local list holds block *indices*, not pointers: `free` is
-//!   the first block's index ([`EMPTY`], `usize::MAX`, when there is none)
-//!   and each free block's first word the next one's index XOR-ed with
-//!   `key` (random, odd). `pop` validates the head with one compare against
-//!   `capacity` (which also rejects `EMPTY`), reads the live byte at that
-//!   index, and computes the block (`start + index * block_size`) only
-//!   then, so a corrupted link is reported, never followed; the free fast
-//!   path pushes the index it computed for the live byte anyway. (Keyed
-//!   pointers cost `pop` a [`Region::index_of`] per allocation, four
-//!   instructions more.)
-//! * The remote list (`thread_free`) keeps keyed *pointers* (other threads
-//!   push with one CAS of the block's address): `collect` checks each block
-//!   before its link is read (`push_remote` checked the head's grid) and
-//!   moves it onto the local list as an index.
+//! * Links on both free lists are stored XOR-ed with `key` (random, odd).
+//!   A block is validated *before* its link is read: `pop` checks the head,
+//!   `collect` each block it walks, so a corrupted link is reported, never
+//!   followed. (Keyed block *indices* instead, the head an index too, let
+//!   `pop` validate with one compare against `capacity`: four instructions
+//!   less per allocation, pair32 97 instead of 101 per pair, but 25 % more
+//!   time there and 40 % in vec-push, because `start + index * block_size`
+//!   puts a multiply on the dependency chain from one allocation to the
+//!   next, where with pointers the `index_of` check sits beside it.)
 //! * Allocation order is random: [`Region::extend`] links each batch of
 //!   never-used blocks in windows of [`WINDOW`] (8) neighbours, the windows
 //!   in address order, each window's blocks from a random start with a
@@ -109,33 +104,12 @@ use crate::block::{self, Block};
 /// `thread_free` value meaning "the owner parked this region as full".
 pub(crate) const FULL: usize = 1;
 
-/// The head of a region's owner-local free list: the first free block
-/// (default build), or its index among the region's blocks (secure build,
-/// see the module docs).
-#[cfg(not(feature = "secure"))]
-pub(crate) type FreeHead = *mut Block;
-/// The head of a region's owner-local free list: the first free block
-/// (default build), or its index among the region's blocks (secure build,
-/// see the module docs).
-#[cfg(feature = "secure")]
-pub(crate) type FreeHead = usize;
-
-/// The [`FreeHead`] of an empty list: null, or (secure build) an index no
-/// region reaches.
-#[cfg(not(feature = "secure"))]
-pub(crate) const EMPTY: FreeHead = ptr::null_mut();
-/// The [`FreeHead`] of an empty list: null, or (secure build) an index no
-/// region reaches.
-#[cfg(feature = "secure")]
-pub(crate) const EMPTY: FreeHead = usize::MAX;
-
 /// How many bytes of blocks [`Region::extend`] carves at a time.
 const EXTEND_BYTES: usize = 4096;
 
 /// Secure build: [`Region::extend`] hands its batch out in windows of
 /// this many neighbouring blocks, each in a random order (a power of two,
 /// so that every odd stride walks a whole window).
-#[cfg(feature = "secure")]
 const WINDOW: usize = 8;
 
 /// What a slot descriptor currently describes.
@@ -176,9 +150,8 @@ pub(crate) enum RegionKind {
 #[repr(C, align(64))]
 pub(crate) struct Region {
     // ---- line 1: the owner's fast paths
-    /// Owner-local free list: allocation pops, owner frees push (the
-    /// secure build keeps the first block's index here, see [`FreeHead`]).
-    pub(crate) free: FreeHead,
+    /// Owner-local free list: allocation pops, owner frees push.
+    pub(crate) free: *mut Block,
     /// Blocks handed out and not yet returned to the owner.
     pub(crate) used: u32,
     /// Index of the owning bucket (`Small` only; at most 254 buckets).
@@ -286,7 +259,7 @@ impl Region {
         }
         // SAFETY: caller's contract: the descriptor is ours.
         unsafe {
-            (*region).free = EMPTY;
+            (*region).free = ptr::null_mut();
             (*region).used = 0;
             (*region).capacity = capacity;
             (*region).block_size = block_size;
@@ -352,7 +325,7 @@ impl Region {
     }
 
     /// Secure build: clears the live byte of `block`, which is being freed,
-    /// and returns its index; returns `None` (changing nothing) when `block`
+    /// and returns `true`; returns `false` (changing nothing) when `block`
     /// is not the start of one of the region's blocks or is not allocated.
     /// The free fast path then hands the pointer to the checked path, which
     /// says which misuse it is (see [`Region::release_live`]).
@@ -362,52 +335,39 @@ impl Region {
     /// `region` is a live small region of the secure build, owned by the
     /// caller's heap.
     #[inline(always)]
-    pub(crate) unsafe fn try_release_live(region: *mut Region, block: *const u8) -> Option<usize> {
-        // SAFETY: an index below capacity is inside the map; only the owner
-        // touches the map.
+    pub(crate) unsafe fn try_release_live(region: *mut Region, block: *const u8) -> bool {
+        // SAFETY: forwarded; only the owner touches the map.
         unsafe {
-            let index = Self::index_of(region, block);
-            if index >= (*region).capacity {
-                return None;
+            match Self::live_byte(region, block) {
+                Some(live) if *live == 1 => {
+                    *live = 0;
+                    true
+                }
+                _ => false,
             }
-            let live = (*region).live.add(index);
-            if *live != 1 {
-                return None;
-            }
-            *live = 0;
-            Some(index)
         }
     }
 
-    /// Secure build: clears the live byte of `block`, which is being freed,
-    /// and returns its index. Stops the process with `invalid` if `block`
-    /// is not the start of one of the region's blocks, and with "double
-    /// free of" if it is not allocated.
+    /// Secure build: clears the live byte of `block`, which is being freed.
+    /// Stops the process with `invalid` if `block` is not the start of one
+    /// of the region's blocks, and with "double free of" if it is not
+    /// allocated.
     ///
     /// # Safety
     ///
     /// `region` is a live small region of the secure build, owned by the
     /// caller's heap.
-    #[cfg(feature = "secure")]
     #[inline(always)]
-    pub(crate) unsafe fn release_live(
-        region: *mut Region,
-        block: *const u8,
-        invalid: &str,
-    ) -> usize {
-        // SAFETY: an index below capacity is inside the map; only the owner
-        // touches the map.
+    pub(crate) unsafe fn release_live(region: *mut Region, block: *const u8, invalid: &str) {
+        // SAFETY: forwarded; only the owner touches the map.
         unsafe {
-            let index = Self::index_of(region, block);
-            if index >= (*region).capacity {
+            let Some(live) = Self::live_byte(region, block) else {
                 crate::misuse::fatal(invalid, block);
-            }
-            let live = (*region).live.add(index);
+            };
             if *live != 1 {
                 crate::misuse::fatal("double free of", block);
             }
             *live = 0;
-            index
         }
     }
 
@@ -421,6 +381,34 @@ impl Region {
     pub(crate) unsafe fn is_live(region: *mut Region, block: *const u8) -> bool {
         // SAFETY: forwarded; the map covers every block index.
         unsafe { Self::live_byte(region, block).is_some_and(|live| *live == 1) }
+    }
+
+    /// Secure build: sets the live byte of the block at the head of the
+    /// free list before it is handed out. The head is checked *before* its
+    /// link is read: an overwritten link decodes to a random address, which
+    /// is caught here, when it reaches the head, as one that is not a block
+    /// start of this region (so it is never dereferenced); a forged link to
+    /// an allocated block is caught by its live byte.
+    ///
+    /// Returns `false` (and changes nothing) when the free list is
+    /// corrupted: the caller stops the process.
+    ///
+    /// # Safety
+    ///
+    /// `region` is a live small region of the secure build owned by the
+    /// caller.
+    #[inline(always)]
+    unsafe fn take_live(region: *mut Region, block: *const u8) -> bool {
+        // SAFETY: forwarded; only the owner touches the map.
+        unsafe {
+            match Self::live_byte(region, block) {
+                Some(live) if *live == 0 => {
+                    *live = 1;
+                    true
+                }
+                _ => false,
+            }
+        }
     }
 
     /// Gives a descriptor a kind other than `Small` (a span handed out or
@@ -453,7 +441,7 @@ impl Region {
     pub(crate) unsafe fn init_large(region: *mut Region, start: *mut u8, span_bytes: usize) {
         // SAFETY: caller's contract: the descriptor is ours.
         unsafe {
-            (*region).free = EMPTY;
+            (*region).free = ptr::null_mut();
             (*region).used = 1;
             // 0, not 1: see `capacity`.
             (*region).capacity = 0;
@@ -471,13 +459,12 @@ impl Region {
 
     /// Pops a block from the owner-local free list: the allocation fast path.
     /// Null when the list is empty, or (secure build) when its head is not a
-    /// free block of the region: then `free` stays non-empty, and the caller
+    /// free block of the region: then `free` stays non-null, and the caller
     /// must stop the process with [`corrupted`] instead of retrying.
     ///
     /// # Safety
     ///
     /// `region` is a live region of the caller's locked heap.
-    #[cfg(not(feature = "secure"))]
     #[inline(always)]
     pub(crate) unsafe fn pop(region: *mut Region) -> *mut u8 {
         // SAFETY: owner-only fields of a region of our heap; free blocks
@@ -485,62 +472,17 @@ impl Region {
         unsafe {
             let block = (*region).free;
             if !block.is_null() {
-                (*region).free = block::next_of(block, (*region).key);
+                if block::SECURE && !Self::take_live(region, block.cast()) {
+                    // Reported by the caller's slow path (see `pop`'s doc):
+                    // no call here keeps the fast path free of a stack frame.
+                    return ptr::null_mut();
+                }
+                let next = block::next_of(block, (*region).key);
+                (*region).free = next;
                 (*region).used += 1;
             }
             block.cast()
         }
-    }
-
-    /// Pops a block from the owner-local free list: the allocation fast path.
-    /// Null when the list is empty, or (secure build) when its head is not a
-    /// free block of the region: then `free` stays non-empty, and the caller
-    /// must stop the process with [`corrupted`] instead of retrying.
-    ///
-    /// The head is checked *before* its link is read: an overwritten link
-    /// decodes to a random index, which one compare with `capacity` catches
-    /// when it reaches the head (so no block is ever computed from it), as
-    /// it does [`EMPTY`]; a forged link to an allocated block is caught by
-    /// its live byte.
-    ///
-    /// # Safety
-    ///
-    /// `region` is a live small region of the caller's locked heap.
-    #[cfg(feature = "secure")]
-    #[inline(always)]
-    pub(crate) unsafe fn pop(region: *mut Region) -> *mut u8 {
-        // SAFETY: owner-only fields of a small region of our heap; an index
-        // below capacity is inside the live map and names a block of the
-        // region, whose first word (free) holds a link.
-        unsafe {
-            let index = (*region).free;
-            if index >= (*region).capacity {
-                // Empty, or corrupted: no call here keeps the fast path free
-                // of a stack frame (see the doc above).
-                return ptr::null_mut();
-            }
-            let live = (*region).live.add(index);
-            if *live != 0 {
-                return ptr::null_mut();
-            }
-            *live = 1;
-            let block = (*region).start.add(index * (*region).block_size);
-            (*region).free = next_index(block, (*region).key);
-            (*region).used += 1;
-            block
-        }
-    }
-
-    /// Whether the owner-local free list holds anything (secure build: or
-    /// a corrupted head, which [`Region::pop`] refuses).
-    ///
-    /// # Safety
-    ///
-    /// `region` is a live region of the caller's locked heap.
-    #[inline(always)]
-    pub(crate) unsafe fn has_free(region: *mut Region) -> bool {
-        // SAFETY: caller's contract.
-        unsafe { (*region).free != EMPTY }
     }
 
     /// Frees `block` from a thread that does not hold the owner heap: one
@@ -614,44 +556,29 @@ impl Region {
                 return 0;
             }
             let first = thread_free.swap(0, Ordering::Acquire) as *mut Block;
-            // Read once: the compiler cannot tell that the links written
-            // below do not alias the descriptor.
-            let key = (*region).key;
             let mut block = first;
+            let mut last = first;
             let mut count = 0;
-            #[cfg(not(feature = "secure"))]
-            {
-                // Both lists' links are encoded alike, so the remote list is
-                // spliced in front of the local one as it is: walked (to
-                // count its blocks), and only its last link rewritten.
-                let mut last = first;
-                while !block.is_null() {
-                    last = block;
-                    block = block::next_of(block, key);
-                    count += 1;
+            // Read once: the compiler cannot tell that the link written
+            // below does not alias the descriptor.
+            let key = (*region).key;
+            let check = block::SECURE && (*region).kind == RegionKind::Small;
+            // Both lists' links are encoded with the same key, so the
+            // remote list is spliced in front of the local one as it is:
+            // walked (to count its blocks and, secure build, check each),
+            // and only its last link rewritten.
+            while !block.is_null() {
+                if check {
+                    // Checked before its link is read: the head passed
+                    // `push_remote`'s check, the others come from links.
+                    Self::release_live(region, block.cast(), "corrupted free list in region");
                 }
-                block::set_next(last, (*region).free, key);
-                (*region).free = first;
+                last = block;
+                block = block::next_of(block, key);
+                count += 1;
             }
-            #[cfg(feature = "secure")]
-            {
-                // Remote links are keyed pointers, local ones keyed
-                // indices: each block is checked (before its link is read:
-                // the head passed `push_remote`'s check, the others come
-                // from links), its live byte cleared, and pushed on the
-                // local list.
-                let mut head = (*region).free;
-                while !block.is_null() {
-                    let index =
-                        Self::release_live(region, block.cast(), "corrupted free list in region");
-                    let next = block::next_of(block, key);
-                    set_next_index(block.cast(), head, key);
-                    head = index;
-                    block = next;
-                    count += 1;
-                }
-                (*region).free = head;
-            }
+            block::set_next(last, (*region).free, key);
+            (*region).free = first;
             (*region).used -= count;
             count
         }
@@ -674,8 +601,7 @@ impl Region {
             let count = available.min((EXTEND_BYTES / size).max(1));
             let first = (*region).bump;
             let key = (*region).key;
-            #[cfg(feature = "secure")]
-            {
+            if block::SECURE && count > 1 {
                 // Randomised order, window by window (see the module
                 // docs): windows of `WINDOW` neighbouring blocks are handed
                 // out in address order, the blocks of each from a random
@@ -686,10 +612,6 @@ impl Region {
                 // window's blocks are handed out first.
                 const BITS: u32 = WINDOW.trailing_zeros() + (WINDOW / 2).trailing_zeros();
                 let mut head = (*region).free;
-                // Links are indices (see the module docs); `first` is a
-                // block start, so the exact division by multiplication
-                // gives its index without a `div`.
-                let first_index = Self::index_of(region, first);
                 let mut window = (count - 1) / WINDOW * WINDOW;
                 let (mut random, mut random_bits) = (0, 0);
                 loop {
@@ -705,8 +627,9 @@ impl Region {
                         let stride = (random >> WINDOW.trailing_zeros()) % (WINDOW / 2) * 2 + 1;
                         let mut index = random % WINDOW;
                         for _ in 0..WINDOW {
-                            set_next_index(base.add(index * size), head, key);
-                            head = first_index + window + index;
+                            let block = base.add(index * size).cast::<Block>();
+                            block::set_next(block, head, key);
+                            head = block;
                             index = (index + stride) % WINDOW;
                         }
                     } else {
@@ -716,8 +639,9 @@ impl Region {
                         let mut index = random % length;
                         let stride = if random & WINDOW != 0 { 1 } else { length - 1 };
                         for _ in 0..length {
-                            set_next_index(base.add(index * size), head, key);
-                            head = first_index + window + index;
+                            let block = base.add(index * size).cast::<Block>();
+                            block::set_next(block, head, key);
+                            head = block;
                             index += stride;
                             if index >= length {
                                 index -= length;
@@ -732,9 +656,7 @@ impl Region {
                     window -= WINDOW;
                 }
                 (*region).free = head;
-            }
-            #[cfg(not(feature = "secure"))]
-            {
+            } else {
                 // Link first -> first+size -> ... -> last -> old free list.
                 let mut block = first;
                 for _ in 1..count {
@@ -770,31 +692,6 @@ impl Region {
                 .compare_exchange(0, FULL, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
     }
-}
-
-/// Secure build: the link of a block on a region's owner-local free list:
-/// the next block's index (or [`EMPTY`]) XOR-ed with the region's key.
-///
-/// # Safety
-///
-/// `block` is a free block of a live region (at least one word, aligned).
-#[cfg(feature = "secure")]
-#[inline(always)]
-pub(crate) unsafe fn next_index(block: *mut u8, key: usize) -> usize {
-    // SAFETY: caller's contract.
-    unsafe { block.cast::<usize>().read() ^ key }
-}
-
-/// Secure build: writes the link [`next_index`] reads.
-///
-/// # Safety
-///
-/// `block` is a block of a live region that nobody else uses.
-#[cfg(feature = "secure")]
-#[inline(always)]
-pub(crate) unsafe fn set_next_index(block: *mut u8, next: usize, key: usize) {
-    // SAFETY: caller's contract.
-    unsafe { block.cast::<usize>().write(next ^ key) }
 }
 
 /// Secure build: a free list of `region` held something that is not a
@@ -930,17 +827,19 @@ mod tests {
                 while unsafe { Region::extend(region) } {
                     let mut batch = std::vec::Vec::new();
                     // SAFETY: as above.
-                    let mut index = unsafe { (*region).free };
-                    while index != EMPTY {
+                    let mut block = unsafe { (*region).free };
+                    while !block.is_null() {
+                        let offset = block.addr() - start.addr();
+                        assert_eq!(offset % size, 0, "size {size}: not a block start");
+                        let index = offset / size;
                         assert!(index < capacity && !seen[index], "size {size}: {index}");
                         seen[index] = true;
                         batch.push(index - batch_start);
-                        // SAFETY: a free block of the region (the index is
-                        // below capacity).
-                        index = unsafe { next_index(start.add(index * size), key) };
+                        // SAFETY: a free block of the region.
+                        block = unsafe { block::next_of(block, key) };
                     }
                     // SAFETY: as above.
-                    unsafe { (*region).free = EMPTY };
+                    unsafe { (*region).free = ptr::null_mut() };
                     let windows: std::vec::Vec<usize> = batch.iter().map(|i| i / WINDOW).collect();
                     assert!(
                         windows.windows(2).all(|w| w[0] <= w[1]),
