@@ -810,6 +810,7 @@ mod tests {
         };
         for &size in sizes {
             let mut first_batches = std::collections::BTreeSet::new();
+            let (mut pairs, mut sequential) = (0, 0);
             for _ in 0..rounds {
                 let mut memory = std::vec![0u64; SPAN / 8];
                 let mut descriptor = unsafe_zeroed();
@@ -857,16 +858,22 @@ mod tests {
                     "size {size}: a block was never linked"
                 );
                 for batch in &batches {
-                    let sequential = batch.windows(2).filter(|w| w[1] == w[0] + 1).count();
-                    if batch.len() >= 64 {
-                        assert!(
-                            sequential < batch.len() / 2,
-                            "size {size}: {sequential} of {} blocks in address order",
-                            batch.len()
-                        );
-                    }
+                    pairs += batch.len().saturating_sub(1);
+                    sequential += batch.windows(2).filter(|w| w[1] == w[0] + 1).count();
                 }
                 first_batches.insert(batches[0].clone());
+            }
+            // Over all batches of this size: a window is popped in address
+            // order with probability 1/4 (stride 7 pushed), so about a
+            // fifth of the pairs are sequential; a sequential carve makes
+            // them all. (Per batch the fraction varies too much: a batch of
+            // ten windows has seven or more in order about once in a
+            // hundred.)
+            if pairs >= 64 {
+                assert!(
+                    sequential * 2 < pairs,
+                    "size {size}: {sequential} of {pairs} neighbours in address order"
+                );
             }
             if EXTEND_BYTES / size > 1 {
                 assert!(
