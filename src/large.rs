@@ -450,8 +450,15 @@ impl HugeList {
     pub(crate) unsafe fn free(&self, segment: *mut Segment, delay: usize) {
         // SAFETY: caller's contract.
         unsafe { self.retire(segment) };
-        // SAFETY: caller's contract; the header records the mapping.
-        let cacheable = unsafe { (*segment).mapping == segment.cast::<u8>() };
+        // SAFETY: caller's contract; the header records the mapping. Not
+        // cached: blocks aligned above a segment (their offset is a whole
+        // segment). Such a mapping sits at a large alignment boundary, so
+        // keeping it fragments the address space: a 32-bit process then
+        // found no 512 MiB range for its next 256 MiB-aligned block
+        // (tests/api.rs on i686); and only the same alignment could reuse it.
+        let cacheable = unsafe {
+            (*segment).mapping == segment.cast::<u8>() && (*segment).huge_offset < SEGMENT_SIZE
+        };
         if let (true, Some(shared)) = (cacheable && delay > 0, self.shared()) {
             let now = platform::now_ms();
             // SAFETY: the mapping is retired: ours, on no list, and its
