@@ -364,7 +364,7 @@ impl<const N: usize> Rulloc<N> {
             // SAFETY: the binding names a heap of this instance that this
             // thread owns (BOUND to it) and that lives as long as the
             // instance; no other reference to it is live here.
-            unsafe { (*bound.heap.cast::<Heap<N>>()).purge_if_due() };
+            unsafe { (*bound.heap.cast::<Heap<N>>()).purge_spans_if_due() };
         }
     }
 

@@ -619,6 +619,27 @@ impl<const N: usize> Heap<N> {
         }
     }
 
+    /// [`Heap::purge_if_due`] without the huge cache: for the huge paths,
+    /// which check the cache themselves (and must not expire the entry a
+    /// free just put there).
+    ///
+    /// # Safety
+    ///
+    /// Lock held.
+    pub(crate) unsafe fn purge_spans_if_due(&self) {
+        // SAFETY: lock held.
+        unsafe {
+            let due = (*self.local()).next_purge_at;
+            if due == 0 {
+                return;
+            }
+            let now = platform::now_ms();
+            if now >= due {
+                self.purge(now, self.purge_delay());
+            }
+        }
+    }
+
     /// Purges dirty free spans whose delay ran out, if any are due, and
     /// the instance's huge cache likewise (so that its pages go back after
     /// the delay even if no huge call comes).
@@ -626,7 +647,7 @@ impl<const N: usize> Heap<N> {
     /// # Safety
     ///
     /// Lock held.
-    pub(crate) unsafe fn purge_if_due(&self) {
+    unsafe fn purge_if_due(&self) {
         // SAFETY: lock held; the shared counters outlive every heap.
         unsafe {
             let local = self.local();
