@@ -10,6 +10,9 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 
+mod common;
+
+use common::vm_flags_of;
 use rulloc::Rulloc;
 
 const MIB: usize = 1 << 20;
@@ -336,28 +339,4 @@ fn a_vec_grows_by_remapping() {
     // block (4 MiB) is mapped; the larger ones map nothing.
     assert!(s.map_calls <= before.map_calls + 2, "{s:?}");
     drop(vec);
-}
-
-/// The `VmFlags` of the mapping of `/proc/self/smaps` that holds `address`.
-fn vm_flags_of(address: usize) -> Vec<String> {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("reading /proc/self/smaps");
-    let mut inside = false;
-    for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if let Some((start, end)) = first.split_once('-') {
-            if let (Ok(start), Ok(end)) = (
-                usize::from_str_radix(start, 16),
-                usize::from_str_radix(end, 16),
-            ) {
-                inside = (start..end).contains(&address);
-                continue;
-            }
-        }
-        if inside {
-            if let Some(flags) = line.strip_prefix("VmFlags:") {
-                return flags.split_whitespace().map(str::to_owned).collect();
-            }
-        }
-    }
-    panic!("no mapping holds {address:#x}");
 }

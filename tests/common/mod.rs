@@ -228,3 +228,28 @@ pub fn run_test_in_child(name: &str, var: &str, value: &str) -> std::process::Ou
         .output()
         .expect("spawning the child test process")
 }
+
+/// The `VmFlags` of the mapping of `/proc/self/smaps` that holds `address`.
+#[cfg(target_os = "linux")]
+pub fn vm_flags_of(address: usize) -> Vec<String> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("reading /proc/self/smaps");
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((start, end)) = first.split_once('-') {
+            if let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            ) {
+                inside = (start..end).contains(&address);
+                continue;
+            }
+        }
+        if inside {
+            if let Some(flags) = line.strip_prefix("VmFlags:") {
+                return flags.split_whitespace().map(str::to_owned).collect();
+            }
+        }
+    }
+    panic!("no mapping holds {address:#x}");
+}
