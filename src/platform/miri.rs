@@ -40,19 +40,6 @@ pub(crate) unsafe fn remap_in_place(_ptr: NonNull<u8>, _old: usize, _new: usize)
     false
 }
 
-/// No way to move a mapping without copying here.
-pub(crate) const CAN_MOVE_MAPPING: bool = false;
-
-pub(crate) unsafe fn remap_move(
-    _ptr: NonNull<u8>,
-    _old_size: usize,
-    _new_size: usize,
-    _align: usize,
-    _phase: usize,
-) -> Option<NonNull<u8>> {
-    None
-}
-
 pub(crate) fn now_ms() -> u64 {
     use std::sync::OnceLock;
     use std::time::Instant;

@@ -139,7 +139,10 @@ pub(crate) unsafe fn remap_in_place(ptr: NonNull<u8>, old_size: usize, new_size:
 
 /// Whether [`remap_move`] can ever succeed (Linux); elsewhere a huge block
 /// that cannot grow in place is copied.
-pub(crate) const CAN_MOVE_MAPPING: bool = backend::CAN_MOVE_MAPPING;
+pub(crate) const CAN_MOVE_MAPPING: bool = cfg!(all(
+    any(target_os = "linux", target_os = "android"),
+    not(miri)
+));
 
 /// Grows the mapping at `ptr` from `old_size` to `new_size` bytes by moving
 /// it to a fresh address `start` with `(start + phase) % align == 0`,
@@ -167,8 +170,14 @@ pub(crate) unsafe fn remap_move(
     if new_size > isize::MAX as usize - align {
         return None;
     }
+    #[cfg(all(any(target_os = "linux", target_os = "android"), not(miri)))]
     // SAFETY: forwarded from the caller.
-    unsafe { backend::remap_move(ptr, old_size, new_size, align, phase) }
+    return unsafe { backend::remap_move(ptr, old_size, new_size, align, phase) };
+    #[cfg(not(all(any(target_os = "linux", target_os = "android"), not(miri))))]
+    {
+        let _ = (ptr, old_size, phase);
+        None
+    }
 }
 
 /// Writes `bytes` to the standard error stream, without allocating.

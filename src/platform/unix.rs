@@ -93,9 +93,6 @@ pub(crate) unsafe fn remap_in_place(ptr: NonNull<u8>, old_size: usize, new_size:
     }
 }
 
-/// Whether [`remap_move`] can move a mapping (Linux: `mremap`).
-pub(crate) const CAN_MOVE_MAPPING: bool = cfg!(any(target_os = "linux", target_os = "android"));
-
 /// Moves the whole mapping `ptr`/`old_size` to a fresh place where it has
 /// `new_size > old_size` bytes and `(start + phase) % align == 0`, moving
 /// page-table entries rather than bytes: reserve `new_size + align - page`
@@ -167,17 +164,6 @@ pub(crate) unsafe fn remap_move(
         }
     }
     NonNull::new(moved.cast())
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub(crate) unsafe fn remap_move(
-    _ptr: NonNull<u8>,
-    _old_size: usize,
-    _new_size: usize,
-    _align: usize,
-    _phase: usize,
-) -> Option<NonNull<u8>> {
-    None
 }
 
 /// The clock purge delays are measured on. Linux has a coarse monotonic
