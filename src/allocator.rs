@@ -490,8 +490,8 @@ impl<const N: usize> Rulloc<N> {
                     None => true,
                 };
                 // No test of `kind`: a descriptor that is not a small
-                // region's has a capacity of 0, so `try_release_live`
-                // refuses every pointer for it (see `Region::capacity`).
+                // region's has no grid slots, so `try_release_live`
+                // refuses every pointer for it (see `Region::grid_slots`).
                 if fits && Region::try_release_live(region, ptr) {
                     debug_assert!((*region).kind == RegionKind::Small);
                     (*bound.heap.cast::<Heap<N>>()).free_small(region, ptr);
@@ -1279,7 +1279,7 @@ unsafe fn check_block(region: *mut Region, ptr: *const u8, what: &str) {
         match (*region).kind {
             // One multiply and a rotate instead of a division (see
             // `Region::index_of`).
-            RegionKind::Small => Region::index_of(region, ptr) < (*region).capacity,
+            RegionKind::Small => Region::is_block_start(region, ptr),
             RegionKind::Large => ptr == (*region).start.cast_const(),
             _ => false,
         }
@@ -1590,11 +1590,12 @@ mod tests {
         }
         let stats = a.stats();
         // 32 MB of blocks in 4 MiB segments of 63 usable slots (the secure
-        // build's regions also give 1 block in 33 to the live map): 8
-        // segments (9) plus the heap's own mapping.
+        // build's regions also give 1 block in 32 to the live map, a byte
+        // per 32-byte grid slot): 8 segments (9 in the secure build) plus
+        // the heap's own mapping.
         let mut per_slot = SLOT_SIZE / 32;
         if crate::block::SECURE {
-            per_slot -= per_slot.div_ceil(33);
+            per_slot -= per_slot.div_ceil(32);
         }
         let expected = count.div_ceil(segment::USABLE_SLOTS * per_slot) + 1;
         assert_eq!(stats.map_calls, expected, "{stats:?}");

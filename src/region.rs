@@ -50,18 +50,25 @@
 //! Secure build (`secure` feature), in addition:
 //!
 //! ```text
-//!  span start                start                                    end
+//!  grid_origin (span start)  start                                    end
 //!  +-------------------------+------+------+------+- - - - - - - - - -+
 //!  | live map (whole blocks, | blk0 | blk1 | blk2 |                    |
-//!  | 1 byte per block)       |      |      |      |                    |
+//!  | 1 byte per grid slot)   |      |      |      |                    |
 //!  +-------------------------+------+------+------+- - - - - - - - - -+
+//!  grid slot: 0 .. m-1         m      m+1    m+2        .. grid_slots-1
+//!  live byte: MAP_SLOT         0/1    0/1    0/1
 //! ```
 //!
+//! * The block grid tiles the whole span from `grid_origin`, the map's own
+//!   `m` slots included, so one address (the span start, on the
+//!   descriptor's first cache line) serves as the origin of both the index
+//!   and the live map: `live byte = grid_origin + index`. The map's own
+//!   slots hold [`MAP_SLOT`], which every check refuses.
 //! * A block's live byte is 1 exactly while it is handed out, 0 otherwise:
 //!   `pop` sets it (a 1 there means a forged link), every free clears it (a
 //!   0 there is a double free), local, remote (in `collect`) or delayed
 //!   alike. Only the owner touches the map. A byte, not a bit: testing and
-//!   updating it is a compare and a store at `live + index` (a bit costs a
+//!   updating it is a compare and a store at `grid_origin + index` (a bit costs a
 //!   shift for the word, a load, a bit reset, a compare and a store), about
 //!   ten instructions less per allocation and free, for one byte per block:
 //!   12.5 % of an 8-byte block, 3 % of a 32-byte one, under 1.6 % from 64
@@ -70,7 +77,7 @@
 //!   A block is validated *before* its link is read: `pop` checks the head,
 //!   `collect` each block it walks, so a corrupted link is reported, never
 //!   followed. (Keyed block *indices* instead, the head an index too, let
-//!   `pop` validate with one compare against `capacity`: four instructions
+//!   `pop` validate with one compare against `grid_slots`: four instructions
 //!   less per allocation, pair32 97 instead of 101 per pair, but 25 % more
 //!   time there and 40 % in vec-push, because `start + index * block_size`
 //!   puts a multiply on the dependency chain from one allocation to the
@@ -88,12 +95,14 @@
 //!   slower than the same build with sequential order; with windows it
 //!   runs as fast as sequential order.) Blocks reused through the free
 //!   lists come back in free order, as in the default build.
-//! * [`Region::index_of`] maps an address to its block index with one
-//!   multiply, one rotate and one compare against `capacity` (exact
+//! * [`Region::index_of`] maps an address to its grid slot with one
+//!   multiply, one rotate and one compare against `grid_slots` (exact
 //!   division by `block_size`, constants `inverse` and `shift`): anything
-//!   that is not a block start of this region lands at or above `capacity`.
-//! * `capacity` is 0 in every descriptor whose kind is not `Small` (large
-//!   regions, free and unused spans, the header; see
+//!   that is not a slot start of this region lands at or above
+//!   `grid_slots`, null included, so `pop` needs no separate test for an
+//!   empty list.
+//! * `grid_slots` is 0 in every descriptor whose kind is not `Small`
+//!   (large regions, free and unused spans, the header; see
 //!   [`Region::set_kind`]), so an index below it also proves the kind.
 
 use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -111,6 +120,11 @@ const EXTEND_BYTES: usize = 4096;
 /// this many neighbouring blocks, each in a random order (a power of two,
 /// so that every odd stride walks a whole window).
 const WINDOW: usize = 8;
+
+/// Secure build: the live-map byte of each grid slot the map itself
+/// occupies: neither 0 (free) nor 1 (allocated), so allocation, free and
+/// realloc all refuse a pointer to such a slot.
+const MAP_SLOT: u8 = 2;
 
 /// What a slot descriptor currently describes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -137,16 +151,18 @@ pub(crate) enum RegionKind {
 ///
 /// ```text
 ///  line 1: the owner's alloc and free      line 2: everything else
-///  free used bucket kind in_full shift     thread_free  next  block_size
-///  prev first                              bump end start freed_at
-///  key inverse live capacity (secure)      slot_count dirty
+///  free used bucket kind in_full shift     thread_free  next  prev
+///  block_size first                        bump end start freed_at
+///  key inverse grid_origin grid_slots      slot_count dirty
 /// ```
 ///
-/// The owner's fast paths (and the secure build's checks) read and write
-/// line 1 only. `thread_free`, the one field other threads write, is alone
-/// with cold fields on line 2, so a remote free's CAS does not take the
-/// line the owner is allocating from away from its core (false sharing
-/// between the two would cost the owner a cache miss per remote free).
+/// The owner's fast paths (and the secure build's checks, the layout
+/// check included) read and write line 1 only. `thread_free`, the one
+/// field other threads write, is alone with cold fields on line 2, so a
+/// remote free's CAS does not take the line the owner is allocating from
+/// away from its core (false sharing between the two would cost the owner
+/// a cache miss per remote free). `prev` is read by the owner's free only
+/// when its region empties.
 #[repr(C, align(64))]
 pub(crate) struct Region {
     // ---- line 1: the owner's fast paths
@@ -161,8 +177,8 @@ pub(crate) struct Region {
     pub(crate) in_full: bool,
     /// Trailing zero bits of `block_size`.
     pub(crate) shift: u8,
-    /// Links in the bucket queue, the full list, or a span bin.
-    pub(crate) prev: *mut Region,
+    /// Size of every block (for `Large`, the whole usable span).
+    pub(crate) block_size: usize,
     /// The first descriptor of this span (in every slot of a used span;
     /// in the first and last slot of a free span).
     pub(crate) first: *mut Region,
@@ -171,28 +187,30 @@ pub(crate) struct Region {
     /// With `block_size = d << shift` (`d` odd): the inverse of `d` modulo
     /// `2^usize::BITS`. See [`Region::index_of`].
     pub(crate) inverse: usize,
-    /// Secure build: one byte per block, 1 while the block is allocated
-    /// (stored at the start of the region; null otherwise). Owner only:
-    /// remote frees leave their bytes to [`Region::collect`].
-    pub(crate) live: *mut u8,
-    /// Blocks that fit in the region (a word: the secure build compares
-    /// [`Region::index_of`] with it on every allocation and free). 0 in
-    /// every descriptor whose kind is not `Small` (set by `init_large` and
-    /// [`Region::set_kind`]), so that an index below it also says the
-    /// descriptor is a small region's: the secure free's fast path does
-    /// not read `kind`.
-    pub(crate) capacity: usize,
+    /// The span's start: slot 0 of the block grid (see
+    /// [`Region::index_of`]), and in the secure build the live map, one
+    /// byte per grid slot (see the module docs). In the default build the
+    /// first block is here too (`start`).
+    pub(crate) grid_origin: *mut u8,
+    /// Slots of the block grid: how many blocks of `block_size` fit in the
+    /// span, the secure build's live map included (a word: the secure
+    /// build compares [`Region::index_of`] with it on every allocation and
+    /// free). 0 in every descriptor whose kind is not `Small` (set by
+    /// `init_large` and [`Region::set_kind`]), so that an index below it
+    /// also says the descriptor is a small region's: the secure free's
+    /// fast path does not read `kind`.
+    pub(crate) grid_slots: usize,
     // ---- line 2: remote frees and cold fields
     /// Remote frees (a block list) or [`FULL`].
     pub(crate) thread_free: AtomicUsize,
     pub(crate) next: *mut Region,
-    /// Size of every block (for `Large`, the whole usable span).
-    pub(crate) block_size: usize,
+    /// Links in the bucket queue, the full list, or a span bin.
+    pub(crate) prev: *mut Region,
     /// Next never-used block.
     pub(crate) bump: *mut u8,
     /// End of the last whole block.
     pub(crate) end: *mut u8,
-    /// First block.
+    /// First block (after the live map, in the secure build).
     pub(crate) start: *mut u8,
     /// Free spans only: since when (ms, see [`crate::platform::now_ms`])
     /// it has been free, and (`dirty`) whether its pages may hold physical
@@ -209,7 +227,7 @@ pub(crate) struct Region {
 #[cfg(all(target_pointer_width = "64", not(loom)))]
 const _: () = {
     assert!(size_of::<Region>() == 128);
-    assert!(core::mem::offset_of!(Region, capacity) == 56);
+    assert!(core::mem::offset_of!(Region, grid_slots) == 56);
     assert!(core::mem::offset_of!(Region, thread_free) == 64);
 };
 
@@ -235,93 +253,120 @@ impl Region {
     /// starting at `start`, owned by the caller's locked heap.
     pub(crate) unsafe fn init_small(
         region: *mut Region,
-        start: *mut u8,
+        span_start: *mut u8,
         span_bytes: usize,
         block_size: usize,
         bucket: u8,
     ) {
-        let mut capacity = span_bytes / block_size;
-        let mut start = start;
+        let grid_slots = span_bytes / block_size;
+        let mut map_blocks = 0;
         let mut key = 0;
-        let mut live = ptr::null_mut();
         if block::SECURE {
             // The live map takes whole blocks at the start, so every block
-            // keeps its natural alignment: `reserved` blocks hold the bytes
-            // of the `capacity - reserved` that remain.
-            let reserved = capacity.div_ceil(block_size + 1);
-            capacity -= reserved;
-            live = start;
-            // SAFETY: the map lies inside the caller's span.
+            // keeps its natural alignment: a byte for every grid slot, its
+            // own slots included, which hold `MAP_SLOT` so that no check
+            // ever takes them for a block.
+            map_blocks = grid_slots.div_ceil(block_size);
+            debug_assert!(map_blocks < grid_slots);
+            // SAFETY: the map (`grid_slots` bytes, at most `map_blocks`
+            // blocks) lies inside the caller's span.
             unsafe {
-                start.write_bytes(0, capacity);
-                start = start.add(reserved * block_size);
+                span_start.write_bytes(MAP_SLOT, map_blocks);
+                span_start
+                    .add(map_blocks)
+                    .write_bytes(0, grid_slots - map_blocks);
             }
             key = crate::misuse::random_key(region.addr()) | 1;
         }
-        // SAFETY: caller's contract: the descriptor is ours.
+        // SAFETY: caller's contract: the descriptor is ours, and the
+        // blocks lie inside the span.
         unsafe {
+            let start = span_start.add(map_blocks * block_size);
             (*region).free = ptr::null_mut();
             (*region).used = 0;
-            (*region).capacity = capacity;
+            (*region).grid_origin = span_start;
+            (*region).grid_slots = grid_slots;
             (*region).block_size = block_size;
             (*region).thread_free.store(0, Ordering::Relaxed);
             (*region).start = start;
             (*region).bump = start;
-            (*region).end = start.add(capacity * block_size);
+            (*region).end = span_start.add(grid_slots * block_size);
             (*region).kind = RegionKind::Small;
             (*region).in_full = false;
             (*region).bucket = bucket;
             (*region).next = ptr::null_mut();
             (*region).prev = ptr::null_mut();
             (*region).key = key;
-            (*region).live = live;
             (*region).shift = block_size.trailing_zeros() as u8;
             (*region).inverse = odd_inverse(block_size >> block_size.trailing_zeros());
         }
     }
 
-    /// The index of `block` among the region's blocks, or a
-    /// number `>= capacity` when `block` is not the start of one of them
-    /// (outside the region, or inside a block). No division and no second
+    /// The grid slot of `block`: its index among the blocks of
+    /// `block_size` that tile the span from `grid_origin`, or a number
+    /// `>= grid_slots` when `block` is not the start of one of them
+    /// (outside the span, or inside a block). No division and no second
     /// compare: with `block_size = d << shift`, `d` odd, the offset from
-    /// `start` is a multiple of `block_size` exactly when
+    /// `grid_origin` is a multiple of `block_size` exactly when
     /// `rotate_right(offset * inverse(d), shift)` is at most
     /// `usize::MAX / block_size`, and then that value *is* the quotient
     /// (exact division by multiplication, Hacker's Delight §10-17). A
-    /// pointer below `start` wraps to an offset near `2^usize::BITS`, whose
-    /// quotient (if any) is far above any capacity.
+    /// pointer below `grid_origin` wraps to an offset near
+    /// `2^usize::BITS`, whose quotient (if any) is far above any slot
+    /// count; so does null, as a region never reaches the top of the
+    /// address space. In the secure build the first slots hold the live
+    /// map, whose bytes for them are [`MAP_SLOT`].
     ///
     /// # Safety
     ///
     /// `region` is a descriptor of a live segment. (For any kind but
-    /// `Small` the result means nothing, but `capacity` is 0 there, so no
-    /// index passes the compare with it.)
+    /// `Small` the result means nothing, but `grid_slots` is 0 there, so
+    /// no index passes the compare with it.)
     #[inline(always)]
     pub(crate) unsafe fn index_of(region: *mut Region, block: *const u8) -> usize {
         // SAFETY: immutable fields of a live small region.
         unsafe {
-            let offset = block.addr().wrapping_sub((*region).start.addr());
+            let offset = block.addr().wrapping_sub((*region).grid_origin.addr());
             offset
                 .wrapping_mul((*region).inverse)
                 .rotate_right(u32::from((*region).shift))
         }
     }
 
+    /// Whether `block` is the start of one of the region's blocks (in the
+    /// secure build: not one of the live map's own grid slots).
+    ///
+    /// # Safety
+    ///
+    /// `region` is a live small region. The secure build reads `block`'s
+    /// live byte: the caller holds the owner heap, or `block` is a live
+    /// block of the caller's, whose byte nobody else writes (a map slot's
+    /// byte is never written after `init_small`).
+    pub(crate) unsafe fn is_block_start(region: *mut Region, block: *const u8) -> bool {
+        // SAFETY: forwarded; an index below `grid_slots` is inside the map.
+        unsafe {
+            let index = Self::index_of(region, block);
+            index < (*region).grid_slots
+                && !(block::SECURE && *(*region).grid_origin.add(index) == MAP_SLOT)
+        }
+    }
+
     /// Secure build: the live-map byte of `block`, or `None` when `block`
-    /// is not the start of one of the region's blocks.
+    /// is not on the block grid (the byte is then [`MAP_SLOT`] for the
+    /// map's own slots).
     ///
     /// # Safety
     ///
     /// `region` is a live small region of the secure build.
     #[inline(always)]
     unsafe fn live_byte(region: *mut Region, block: *const u8) -> Option<*mut u8> {
-        // SAFETY: an index below capacity is inside the map.
+        // SAFETY: an index below `grid_slots` is inside the map.
         unsafe {
             let index = Self::index_of(region, block);
-            if index >= (*region).capacity {
+            if index >= (*region).grid_slots {
                 return None;
             }
-            Some((*region).live.add(index))
+            Some((*region).grid_origin.add(index))
         }
     }
 
@@ -362,8 +407,9 @@ impl Region {
     pub(crate) unsafe fn release_live(region: *mut Region, block: *const u8, invalid: &str) {
         // SAFETY: forwarded; only the owner touches the map.
         unsafe {
-            let Some(live) = Self::live_byte(region, block) else {
-                crate::misuse::fatal(invalid, block);
+            let live = match Self::live_byte(region, block) {
+                Some(live) if *live != MAP_SLOT => live,
+                _ => crate::misuse::fatal(invalid, block),
             };
             if *live != 1 {
                 crate::misuse::fatal("double free of", block);
@@ -413,8 +459,8 @@ impl Region {
     }
 
     /// Gives a descriptor a kind other than `Small` (a span handed out or
-    /// freed, the segment header), and a capacity of 0 with it (see
-    /// `capacity`).
+    /// freed, the segment header), and no grid slots with it (see
+    /// `grid_slots`).
     ///
     /// # Safety
     ///
@@ -428,7 +474,7 @@ impl Region {
         // SAFETY: caller's contract.
         unsafe {
             (*region).kind = kind;
-            (*region).capacity = 0;
+            (*region).grid_slots = 0;
         }
     }
 
@@ -444,8 +490,8 @@ impl Region {
         unsafe {
             (*region).free = ptr::null_mut();
             (*region).used = 1;
-            // 0, not 1: see `capacity`.
-            (*region).capacity = 0;
+            // 0, not 1: see `grid_slots`.
+            (*region).grid_slots = 0;
             (*region).block_size = span_bytes;
             (*region).thread_free.store(FULL, Ordering::Relaxed);
             (*region).start = start;
@@ -472,16 +518,19 @@ impl Region {
         // hold a valid link.
         unsafe {
             let block = (*region).free;
-            if !block.is_null() {
-                if block::SECURE && !Self::take_live(region, block.cast()) {
-                    // Reported by the caller's slow path (see `pop`'s doc):
-                    // no call here keeps the fast path free of a stack frame.
+            if block::SECURE {
+                // Null is off the grid too (see `index_of`): one test for
+                // an empty list and a corrupted one. Either is sorted out
+                // by the caller's slow path (see `pop`'s doc): no call here
+                // keeps the fast path free of a stack frame.
+                if !Self::take_live(region, block.cast()) {
                     return ptr::null_mut();
                 }
-                let next = block::next_of(block, (*region).key);
-                (*region).free = next;
-                (*region).used += 1;
+            } else if block.is_null() {
+                return ptr::null_mut();
             }
+            (*region).free = block::next_of(block, (*region).key);
+            (*region).used += 1;
             block.cast()
         }
     }
@@ -500,16 +549,23 @@ impl Region {
         let thread_free = unsafe { &(*region).thread_free };
         // SAFETY: immutable fields of a live region.
         let (key, kind) = unsafe { ((*region).key, (*region).kind) };
-        // Secure build: an interior pointer is caught here; a double free
-        // when the owner collects the block (its live byte is then 0). The
-        // grid is tested first: a large region's capacity is 0 (and its
-        // `inverse` and `shift` stale, which only feed arithmetic), so only
-        // a failed test costs the look at `kind`.
+        // Secure build: an interior pointer (or one into the live map,
+        // below `start`) is caught here; a double free when the owner
+        // collects the block (its live byte is then 0). The live map is
+        // the owner's, so it is not read here. The grid is tested first: a
+        // large region has no grid slots (and its `inverse` and `shift`
+        // are stale, which only feed arithmetic), so only a failed test
+        // costs the look at `kind`.
         if block::SECURE {
             // SAFETY: fields of a live region, read, never followed.
-            let index = unsafe { Self::index_of(region, block) };
-            // SAFETY: as above.
-            if index >= unsafe { (*region).capacity } && kind == RegionKind::Small {
+            let (index, grid_slots, start) = unsafe {
+                (
+                    Self::index_of(region, block),
+                    (*region).grid_slots,
+                    (*region).start,
+                )
+            };
+            if (index >= grid_slots || block < start) && kind == RegionKind::Small {
                 crate::misuse::fatal("free of invalid pointer", block);
             }
         }
@@ -769,7 +825,8 @@ mod tests {
     fn region_at(start: usize, span: usize, block_size: usize) -> Region {
         let mut region: Region = unsafe_zeroed();
         region.start = ptr::without_provenance_mut(start);
-        region.capacity = span / block_size;
+        region.grid_origin = region.start;
+        region.grid_slots = span / block_size;
         region.block_size = block_size;
         region.shift = block_size.trailing_zeros() as u8;
         region.inverse = odd_inverse(block_size >> region.shift);
@@ -819,7 +876,9 @@ mod tests {
                 // descriptor nobody else sees.
                 let (start, capacity, key) = unsafe {
                     Region::init_small(region, memory.as_mut_ptr().cast(), SPAN, size, 0);
-                    ((*region).start, (*region).capacity, (*region).key)
+                    let start = (*region).start;
+                    let map_blocks = (start.addr() - (*region).grid_origin.addr()) / size;
+                    (start, (*region).grid_slots - map_blocks, (*region).key)
                 };
                 let mut seen = std::vec![false; capacity];
                 let mut batch_start = 0;
@@ -970,7 +1029,7 @@ mod loom_models {
                 region: UnsafeCell::new(Region {
                     free: ptr::null_mut(),
                     used,
-                    capacity: 4,
+                    grid_slots: 4,
                     block_size: 16,
                     thread_free: AtomicUsize::new(0),
                     bump: ptr::null_mut(),
@@ -986,7 +1045,7 @@ mod loom_models {
                     dirty: false,
                     freed_at: 0,
                     key: 0,
-                    live: ptr::null_mut(),
+                    grid_origin: ptr::null_mut(),
                     inverse: 1,
                     shift: 0,
                 }),

@@ -182,6 +182,27 @@ fn run_case(name: &str) {
                 let q = *blocks.iter().find(|b| b.addr() % 64 != 0).unwrap();
                 a.dealloc(q, Layout::from_size_align(32, 64).unwrap());
             }
+            "free_into_live_map" => {
+                // The first grid slot of a 32-byte region (one 64 KiB
+                // slot): the secure build's live map, on the block grid
+                // but no block. Freed after a block, so the free takes the
+                // fast path.
+                let p = a.allocate_bytes(32, 8);
+                let q = a.allocate_bytes(32, 8);
+                a.deallocate_bytes(p);
+                a.deallocate_bytes(q.map_addr(|q| q & !0xffff));
+            }
+            "remote_free_into_live_map" => {
+                // As above, from a thread that does not own the region:
+                // the secure free's foreign path.
+                let keep = a.allocate_bytes(32, 8).addr();
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        let map = std::ptr::without_provenance_mut::<u8>(keep & !0xffff);
+                        a.deallocate_bytes(map);
+                    });
+                });
+            }
             "free_into_unmapped_segment" => {
                 // The segment the fast path trusted is unmapped (collect
                 // gives empty segments back): a stale pointer into it must
@@ -292,6 +313,12 @@ const CASES: &[(&str, &str, bool)] = &[
         "free of invalid pointer",
         false,
     ),
+    ("free_into_live_map", "free of invalid pointer", false),
+    (
+        "remote_free_into_live_map",
+        "free of invalid pointer",
+        false,
+    ),
 ];
 
 macro_rules! misuse_tests {
@@ -333,4 +360,6 @@ misuse_tests!(
     dealloc_wrong_layout_fast,
     dealloc_wrong_align_fast,
     free_into_unmapped_segment,
+    free_into_live_map,
+    remote_free_into_live_map,
 );
