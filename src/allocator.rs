@@ -211,7 +211,9 @@ impl<const N: usize> Rulloc<N> {
                 // SAFETY: published: lives until `self` is dropped, which
                 // unregisters it first; never moves.
                 let state = unsafe { &*new };
-                // SAFETY: as above; registered once (we won the race).
+                // SAFETY: the published state lives until `self` is dropped,
+                // which unregisters its fork entry first; registered once (we
+                // won the race).
                 unsafe { fork::register(&state.fork_entry) };
                 Some(state)
             }
@@ -631,8 +633,9 @@ impl<const N: usize> Rulloc<N> {
     /// `ptr` was returned by this allocator and not freed since.
     pub unsafe fn usable_size(&self, ptr: *const u8) -> usize {
         let segment = checked_segment_of(ptr, "usable size of invalid pointer");
-        // SAFETY: as in `deallocate_bytes`; a live block's region fields
-        // that describe it are stable while it lives.
+        // SAFETY: `ptr` is a live block (caller's contract), so its segment
+        // is mapped and its kind never changes while the block lives; the
+        // region fields that describe a live block are stable too.
         unsafe {
             if (*segment).kind == SegmentKind::Huge {
                 huge_usable_size(segment)
@@ -656,7 +659,9 @@ impl<const N: usize> Rulloc<N> {
         let ptr = ptr::with_exposed_provenance_mut::<u8>(ptr.addr());
         let segment = checked_segment_of(ptr, "realloc of invalid pointer");
         let aligned = ptr.addr() & (align - 1) == 0;
-        // SAFETY: as in `deallocate_bytes`.
+        // SAFETY: `ptr` is a live block (caller's contract), so its segment
+        // is mapped; a live block's segment kind and owner never change
+        // while the block lives.
         unsafe {
             if (*segment).kind == SegmentKind::Huge {
                 check_huge_start(segment, ptr, "realloc of invalid pointer");
@@ -1039,16 +1044,19 @@ impl<const N: usize> Rulloc<N> {
             stats.heaps += 1;
             stats.bytes_in_use += counters.bytes_in_use.load(Ordering::Relaxed);
             stats.bytes_requested += counters.large_requested.load(Ordering::Relaxed);
-            // SAFETY: as above.
+            // SAFETY: published heaps live as long as `self`; the per-bucket
+            // block counts are atomics.
             let bucket_blocks = unsafe { &(*heap).bucket_blocks };
             for (blocks, &size) in bucket_blocks.iter().zip(&self.config.sizes) {
                 stats.bytes_in_use += blocks.load(Ordering::Relaxed) * size;
             }
-            // SAFETY: as above.
+            // SAFETY: published heaps live as long as `self`; the per-bucket
+            // requested bytes are atomics.
             for requested in unsafe { &(*heap).bucket_requested } {
                 stats.bytes_requested += requested.load(Ordering::Relaxed);
             }
-            // SAFETY: as above; written once at creation.
+            // SAFETY: published heaps live as long as `self`; the header's
+            // `mapping_size` is written once, at creation.
             stats.bytes_mapped += segments * SEGMENT_SIZE + unsafe { (*heap).header.mapping_size };
             stats.segments += segments;
             stats.regions += counters.regions.load(Ordering::Relaxed);
@@ -1230,7 +1238,8 @@ impl<const N: usize> InstanceState<N> {
     ///
     /// As [`InstanceState::fork_prepare_entry`].
     unsafe fn fork_release_entry(entry: *const fork::Entry) {
-        // SAFETY: as in `fork_prepare_entry`.
+        // SAFETY: `entry` is the `fork_entry` of a live state (caller's
+        // contract), the first field of the `repr(C)` state.
         unsafe { (*entry.cast::<Self>()).release_fork_locks() }
     }
 }
@@ -1437,7 +1446,8 @@ unsafe impl<const N: usize> Allocator for Rulloc<N> {
         old_layout: Layout,
         new_layout: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: as in `grow`.
+        // SAFETY: Allocator's contract: `ptr` is currently allocated here
+        // with `old_layout`, and `new_layout` is no smaller.
         let block = unsafe { self.grow(ptr, old_layout, new_layout)? };
         let start = old_layout.size();
         // SAFETY: the new block has new_layout.size() bytes.

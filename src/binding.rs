@@ -282,14 +282,16 @@ mod slot {
     pub(crate) fn set(binding: Binding) {
         // SAFETY: bindings name null or a live heap (see the invariants).
         let tag = unsafe { HeapHeader::bound_tag(binding.heap) };
-        // SAFETY: as in `current`.
+        // SAFETY: the slot is this thread's, initialised and aligned (see the
+        // module docs), and only this thread writes it.
         unsafe { slot().write(Slot { binding, tag }) }
     }
 
     /// The binding and the bound heap's tag (see the module docs).
     #[inline(always)]
     pub(crate) fn bound_tag() -> (Binding, u8) {
-        // SAFETY: as in `current`.
+        // SAFETY: the slot is this thread's, initialised and aligned (see the
+        // module docs), and only this thread accesses it.
         unsafe { ((*slot()).binding, (*slot()).tag) }
     }
 }

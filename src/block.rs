@@ -69,7 +69,9 @@ pub(crate) unsafe fn next_of(block: *mut Block, key: usize) -> *mut Block {
 /// `block` is a block of a live region that nobody else uses.
 #[inline(always)]
 pub(crate) unsafe fn set_next(block: *mut Block, next: *mut Block, key: usize) {
-    // SAFETY: see `next_of`; the block is ours to write.
+    // SAFETY: free blocks are word-aligned and at least a word long, so the
+    // link word lies inside `block`, which nobody else uses (caller's
+    // contract).
     unsafe {
         if SECURE {
             block.cast::<usize>().write(next.expose_provenance() ^ key);

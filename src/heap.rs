@@ -899,7 +899,7 @@ impl<const N: usize> Heap<N> {
     }
 
     fn uncommit(&self, bytes: usize) {
-        // SAFETY: as in `commit`.
+        // SAFETY: the shared counters outlive every heap of the instance.
         SharedCounters::shrink(unsafe { &(*self.shared).bytes_committed }, bytes);
     }
 

@@ -354,7 +354,8 @@ impl HugeList {
         self.bytes_mapped.fetch_add(mapping_size, Ordering::Relaxed);
         self.gauge(true, mapping_size);
         self.count.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: as above.
+        // SAFETY: the header lies in the fresh mapping and was just written;
+        // no pointer into the mapping has been handed out yet.
         self.bytes_in_use
             .fetch_add(unsafe { (*segment).huge_size }, Ordering::Relaxed);
         self.link(segment);
@@ -450,12 +451,13 @@ impl HugeList {
     pub(crate) unsafe fn free(&self, segment: *mut Segment, delay: usize) {
         // SAFETY: caller's contract.
         unsafe { self.retire(segment) };
-        // SAFETY: caller's contract; the header records the mapping. Not
-        // cached: blocks aligned above a segment (their offset is a whole
+        // Not cached: blocks aligned above a segment (their offset is a whole
         // segment). Such a mapping sits at a large alignment boundary, so
         // keeping it fragments the address space: a 32-bit process then
         // found no 512 MiB range for its next 256 MiB-aligned block
         // (tests/api.rs on i686); and only the same alignment could reuse it.
+        // SAFETY: `segment` is the header of a live huge block that nobody
+        // uses (caller's contract); the header records the mapping.
         let cacheable = unsafe {
             (*segment).mapping == segment.cast::<u8>() && (*segment).huge_offset < SEGMENT_SIZE
         };
@@ -467,7 +469,9 @@ impl HugeList {
                 return;
             }
         }
-        // SAFETY: retired above; nobody uses it.
+        // SAFETY: the block is retired (`retire` took it off the list), the
+        // cache did not take its mapping, and nobody uses it (caller's
+        // contract).
         unsafe { self.unmap(segment) };
     }
 
@@ -1078,7 +1082,8 @@ mod tests {
         let block = unsafe { a.reallocate_bytes(block, 3 * MIB, 8) };
         assert!(in_use_is_usable(block) >= 3 * MIB);
         fill(block, 3 * MIB, 0x3c);
-        // SAFETY: as above.
+        // SAFETY: `block` is the live block the last reallocation returned;
+        // the old pointer is not used again.
         let block = unsafe { a.reallocate_bytes(block, 9 * MIB, 8) };
         assert!(in_use_is_usable(block) >= 9 * MIB);
         assert!(holds(block, 3 * MIB, 0x3c));

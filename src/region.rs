@@ -583,7 +583,8 @@ impl Region {
                 }
                 continue;
             }
-            // SAFETY: see above.
+            // SAFETY: `block` is live and nobody else frees it (caller's
+            // contract): its link word is ours until the CAS publishes it.
             unsafe { block::set_next(block.cast(), current as *mut Block, key) };
             match thread_free.compare_exchange_weak(
                 current,
@@ -883,11 +884,13 @@ mod tests {
                 let mut seen = std::vec![false; capacity];
                 let mut batch_start = 0;
                 let mut batches = std::vec::Vec::new();
-                // SAFETY: as above; the free list is walked and emptied
-                // before each extend, so it holds exactly the new batch.
+                // SAFETY: `region` is the test's own descriptor, initialised
+                // over `memory`; the free list is walked and emptied before
+                // each extend, so it holds exactly the new batch.
                 while unsafe { Region::extend(region) } {
                     let mut batch = std::vec::Vec::new();
-                    // SAFETY: as above.
+                    // SAFETY: the test's own initialised descriptor, which
+                    // nobody else sees.
                     let mut block = unsafe { (*region).free };
                     while !block.is_null() {
                         let offset = block.addr() - start.addr();
@@ -899,7 +902,8 @@ mod tests {
                         // SAFETY: a free block of the region.
                         block = unsafe { block::next_of(block, key) };
                     }
-                    // SAFETY: as above.
+                    // SAFETY: the test's own descriptor, which nobody else
+                    // sees; the batch just walked is dropped from its list.
                     unsafe { (*region).free = ptr::null_mut() };
                     let windows: std::vec::Vec<usize> = batch.iter().map(|i| i / WINDOW).collect();
                     assert!(
@@ -1020,7 +1024,9 @@ mod loom_models {
     // SAFETY: the models follow the region protocol: only the owner thread
     // touches non-atomic fields, others only `thread_free` and their block.
     unsafe impl Send for Shared {}
-    // SAFETY: as above.
+    // SAFETY: shared references follow the same protocol: only the owner
+    // thread touches the region's non-atomic fields; others use only
+    // `thread_free`, the delayed stack (atomics) and their own block.
     unsafe impl Sync for Shared {}
 
     impl Shared {

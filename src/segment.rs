@@ -441,7 +441,9 @@ impl SpanPool {
     ///
     /// `region` is the first descriptor of a used span of this pool.
     pub(crate) unsafe fn try_grow(&mut self, region: *mut Region, extra: usize) -> bool {
-        // SAFETY: as in `free`.
+        // SAFETY: `region` is the first descriptor of a used span of this
+        // pool (caller's contract); its neighbours are found through the
+        // tiling invariant.
         unsafe {
             let segment = segment_of_region(region);
             let first = slot_index(segment, region);
@@ -482,7 +484,9 @@ impl SpanPool {
         now: u64,
         events: &mut SpanEvents,
     ) {
-        // SAFETY: as in `free`.
+        // SAFETY: `region` is the first descriptor of a used span of this
+        // pool with more than `fewer` slots, whose tail holds nothing live
+        // (caller's contract).
         unsafe {
             let keep = (*region).slot_count as usize - fewer;
             (*region).slot_count = keep as u32;
@@ -570,7 +574,8 @@ impl SpanPool {
         };
         // A reused cached segment may hold dirty pages; a new one does not.
         let (dirty, freed_at) = if reused {
-            // SAFETY: as above.
+            // SAFETY: a segment taken from this pool's cache: a live mapping
+            // whose header only this pool touches.
             (true, unsafe { (*segment).freed_at })
         } else {
             (false, 0)

@@ -46,7 +46,7 @@ fn pattern_helpers_detect_corruption() {
     }
     for off in [0usize, 1, 250, 251, 252, len / 2, len - 1] {
         buf[off] ^= 0x80;
-        // SAFETY: as above.
+        // SAFETY: `buf` has `len` initialized bytes.
         unsafe { assert_eq!(find_mismatch(buf.as_ptr(), buf.len(), 42), Some(off)) };
         buf[off] ^= 0x80;
     }
@@ -370,7 +370,8 @@ fn malloc_entry_aligns_like_c_and_keeps_contents() {
             }
         }
         for (p, size, seed) in live {
-            // SAFETY: as above.
+            // SAFETY: the blocks still in `live` were never freed: `p` is
+            // live with `size` bytes, and freed once.
             unsafe {
                 check(p, size, seed, "malloc-entry block");
                 a.deallocate_bytes(p);

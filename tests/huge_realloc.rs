@@ -49,7 +49,8 @@ unsafe fn stamp(block: *mut u8, from: usize, to: usize, id: usize) {
 /// As for [`stamp`].
 unsafe fn check(block: *const u8, to: usize, id: usize, what: &str) {
     for page in 0..to.div_ceil(PAGE) {
-        // SAFETY: as in `stamp`.
+        // SAFETY: page * PAGE < to, inside the block (caller's contract:
+        // live with at least `to` bytes).
         let word = unsafe { block.add(page * PAGE).cast::<usize>().read() };
         assert_eq!(
             word,

@@ -284,7 +284,9 @@ impl<const N: usize> Frontend for ViaGlobal<'_, N> {
         old: Layout,
         new: Layout,
     ) -> Option<(NonNull<u8>, usize)> {
-        // SAFETY: same contract as `grow`.
+        // SAFETY: the caller guarantees `ptr` is live with layout `old`; this
+        // `grow` only passes it to `realloc`, which accepts a smaller
+        // non-zero size as well.
         unsafe { self.grow(ptr, old, new, false) }
     }
 

@@ -312,8 +312,8 @@ fn child(headroom: usize) {
     // allocations never need new address space under the limit (with no
     // headroom, any growth of glibc's heap would abort the child, whatever
     // Rulloc does).
-    // SAFETY: mallopt only tunes glibc's malloc; called before any thread.
     #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only tunes glibc's malloc; called before any thread.
     unsafe {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
@@ -471,11 +471,13 @@ fn child(headroom: usize) {
             unsafe { a.deallocate_bytes(p) }
         });
         smalls.release(|p| {
-            // SAFETY: as above.
+            // SAFETY: the block is a live one of `a` and leaves its chain:
+            // freed once.
             unsafe { a.deallocate_bytes(p) }
         });
         b_blocks.release(|p| {
-            // SAFETY: as above.
+            // SAFETY: the block is a live one of `b` and leaves its chain:
+            // freed once.
             unsafe { b.deallocate_bytes(p) }
         });
         a.collect();

@@ -55,13 +55,15 @@ pub(crate) extern "C" fn init() {
     if let Some(delay_ms) = unsafe { parse_decimal(delay) } {
         ALLOC.set_purge_delay_ms(delay_ms);
     }
-    // SAFETY: as above.
+    // SAFETY: the name is NUL-terminated; constructors run single-threaded,
+    // so nobody modifies the environment concurrently.
     let huge_pages = unsafe { libc::getenv(HUGE_PAGES_VAR.as_ptr()) };
     // SAFETY: `getenv` returns null or a NUL-terminated string.
     if unsafe { parse_decimal(huge_pages) } == Some(0) {
         rulloc::Rulloc::set_huge_pages(false);
     }
-    // SAFETY: as above.
+    // SAFETY: the name is NUL-terminated; constructors run single-threaded,
+    // so nobody modifies the environment concurrently.
     let value = unsafe { libc::getenv(SHOW_STATS_VAR.as_ptr()) };
     // SAFETY: `getenv` returns null or a NUL-terminated string.
     if unsafe { wants_report(value) } {

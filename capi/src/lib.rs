@@ -271,7 +271,8 @@ mod exports {
     /// As [`free`].
     #[no_mangle]
     pub unsafe extern "C" fn cfree(ptr: *mut c_void) {
-        // SAFETY: same contract as `free`.
+        // SAFETY: the caller guarantees `ptr` is null or a live block of
+        // ours, which is all `free` needs.
         unsafe { free(ptr) }
     }
 
@@ -326,7 +327,8 @@ mod exports {
         size: usize,
     ) -> *mut c_void {
         match count.checked_mul(size) {
-            // SAFETY: same contract as `realloc`.
+            // SAFETY: the caller guarantees `ptr` is null or a live block of
+            // ours, which is all `realloc` needs.
             Some(total) => unsafe { realloc(ptr, total) },
             None => enomem(),
         }

@@ -19,7 +19,8 @@ pub(crate) fn set_errno(value: c_int) {
 /// The calling thread's `errno`.
 #[inline]
 pub(crate) fn errno() -> c_int {
-    // SAFETY: as in `set_errno`.
+    // SAFETY: `__errno_location` has no preconditions and returns a valid,
+    // aligned pointer to the calling thread's `errno`.
     unsafe { *libc::__errno_location() }
 }
 

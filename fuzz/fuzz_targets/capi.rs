@@ -118,7 +118,7 @@ fn errno() -> i32 {
 }
 
 fn set_errno(value: i32) {
-    // SAFETY: as in `errno`.
+    // SAFETY: `__errno_location` returns this thread's errno.
     unsafe { *libc::__errno_location() = value };
 }
 

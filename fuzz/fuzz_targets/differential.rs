@@ -395,7 +395,7 @@ impl<'a> Model<'a> {
                 unsafe { a.free(p.0 as *mut u8, layout, api) }
             });
         } else {
-            // SAFETY: as above.
+            // SAFETY: the block is live and leaves the model: freed once.
             unsafe { a.free(b.addr as *mut u8, layout, api) }
         }
     }
