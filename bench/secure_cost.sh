@@ -16,6 +16,14 @@
 #   bench/secure_cost.sh --instructions --no-timing   # instructions only
 #   bench/secure_cost.sh --no-build       # use the binaries as they are
 #   bench/secure_cost.sh --write          # also replace its section of BENCHMARKS.md
+#   bench/secure_cost.sh --allocator mimalloc --instructions --no-timing
+#                                         # the same for mimalloc's own secure mode
+#
+# --allocator mimalloc (default: rulloc) compares bench-mimalloc built
+# twice instead: default and `--features mimalloc-secure` (the mimalloc
+# crate's `secure`, which builds libmimalloc with MI_SECURE=4), so that
+# Rulloc's cost can be set beside mimalloc's. Everything else is the same;
+# its --write section is its own (see below).
 #
 # The ≤ 1.05 target of issue 7 is for the 15 original cases (pair32,
 # larson-t1/-t2, xmalloc-t2/-t4, mstress-t1/-t2, vec-push, string-build,
@@ -29,13 +37,16 @@
 # checksums of the two builds must match. The output is Markdown; with
 # --write it also replaces the section of BENCHMARKS.md between the lines
 #   <!-- secure:start -->   and   <!-- secure:end -->
-# (or appends it), which the Rust driver keeps when it rewrites the file.
+# (with --allocator mimalloc: <!-- secure-mimalloc:start --> and
+# <!-- secure-mimalloc:end -->), or appends it; the Rust driver keeps both
+# when it rewrites the file.
 #
 # Exit status: 0 fine; 1 a run failed or checksums differ; 2 bad usage.
 #
 # Environment: DEFAULT_TARGET_DIR (default: CARGO_TARGET_DIR, else
-# target) and SECURE_TARGET_DIR (default: target/secure-bench) are where
-# the two builds go: separate, so neither rebuilds the other.
+# target) and SECURE_TARGET_DIR (default: target/secure-bench, with
+# --allocator mimalloc target/mimalloc-secure-bench) are where the two
+# builds go: separate, so neither rebuilds the other.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -50,6 +61,7 @@ all=0
 write=0
 instructions=0
 instructions_scale=0.1
+allocator=rulloc
 filters=()
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
@@ -64,6 +76,12 @@ while [ $# -gt 0 ]; do
     --scale)
         [ $# -ge 2 ] && [[ "$2" =~ ^[0-9]*\.?[0-9]+$ ]] || { echo "--scale needs a number" >&2; exit 2; }
         scale=$2
+        shift 2
+        ;;
+    --allocator)
+        [ $# -ge 2 ] && { [ "$2" = rulloc ] || [ "$2" = mimalloc ]; } \
+            || { echo "--allocator needs rulloc or mimalloc" >&2; exit 2; }
+        allocator=$2
         shift 2
         ;;
     --all) all=1; shift ;;
@@ -85,15 +103,36 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+# The binary compared, the feature of its secure build, where that build
+# goes by default, the --write section's markers, heading and note on the
+# secure build, and the pair32 line's subject.
+if [ "$allocator" = mimalloc ]; then
+    bin_name=bench-mimalloc
+    secure_feature=mimalloc-secure
+    secure_default_dir=$repo/target/mimalloc-secure-bench
+    marker=secure-mimalloc
+    heading="What mimalloc's own secure mode costs"
+    build_note=", libmimalloc with MI_SECURE=4"
+    subject=" of bench-mimalloc"
+else
+    bin_name=bench-rulloc
+    secure_feature=rulloc/secure
+    secure_default_dir=$repo/target/secure-bench
+    marker=secure
+    heading="What the \`secure\` feature costs"
+    build_note=""
+    subject=""
+fi
+
 default_dir=${DEFAULT_TARGET_DIR:-${CARGO_TARGET_DIR:-$repo/target}}
-secure_dir=${SECURE_TARGET_DIR:-$repo/target/secure-bench}
+secure_dir=${SECURE_TARGET_DIR:-$secure_default_dir}
 
 if [ "$build" = 1 ]; then
-    (cd "$repo" && CARGO_TARGET_DIR=$default_dir cargo build --release -q -p rulloc-bench --bin bench-rulloc)
-    (cd "$repo" && CARGO_TARGET_DIR=$secure_dir cargo build --release -q -p rulloc-bench --bin bench-rulloc --features rulloc/secure)
+    (cd "$repo" && CARGO_TARGET_DIR=$default_dir cargo build --release -q -p rulloc-bench --bin "$bin_name")
+    (cd "$repo" && CARGO_TARGET_DIR=$secure_dir cargo build --release -q -p rulloc-bench --bin "$bin_name" --features "$secure_feature")
 fi
-default_bin=$default_dir/release/bench-rulloc
-secure_bin=$secure_dir/release/bench-rulloc
+default_bin=$default_dir/release/$bin_name
+secure_bin=$secure_dir/release/$bin_name
 for bin in "$default_bin" "$secure_bin"; do
     [ -x "$bin" ] || { echo "secure_cost.sh: $bin missing (drop --no-build)" >&2; exit 2; }
 done
@@ -144,18 +183,18 @@ write_section() {
     [ "$write" = 1 ] || return 0
     local section=$work/section.md
     {
-        echo "<!-- secure:start -->"
-        echo "## What the \`secure\` feature costs"
+        echo "<!-- $marker:start -->"
+        echo "## $heading"
         echo
         echo "\`$command_line\` on $(date -u +%Y-%m-%d), commit $(git -C "$repo" describe --always --dirty --abbrev=7)," \
-            "$(nproc) cores, load average $load_at_start at the start. The same bench-rulloc" \
-            "built twice (default and \`--features rulloc/secure\`), runs interleaved; ratio =" \
+            "$(nproc) cores, load average $load_at_start at the start. The same $bin_name" \
+            "built twice (default and \`--features $secure_feature\`$build_note), runs interleaved; ratio =" \
             "secure / default, geometric mean over the cases. Instruction counts are the" \
             "repeatable figure; wall and CPU time move by several percent between identical" \
             "runs on this shared machine."
         echo
         cat "$body"
-        echo "<!-- secure:end -->"
+        echo "<!-- $marker:end -->"
     } >"$section"
     python3 "$repo/bench/write_section.py" "$repo/BENCHMARKS.md" "$section"
 }
@@ -177,9 +216,9 @@ if [ "$callgrind" = 1 ]; then
     loop=$(per_iteration "$default_bin" pair32-baseline)
     d=$(per_iteration "$default_bin" pair32)
     s=$(per_iteration "$secure_bin" pair32)
-    awk -v l="$loop" -v d="$d" -v s="$s" 'BEGIN {
-        printf "Instructions per pair32 alloc+free (callgrind, the loop'"'"'s %.1f subtracted): default %.1f, secure %.1f (%.2f x, +%.1f).\n\n",
-            l, d - l, s - l, (s - l) / (d - l), s - d }' | report
+    awk -v l="$loop" -v d="$d" -v s="$s" -v subject="$subject" 'BEGIN {
+        printf "Instructions per pair32 alloc+free%s (callgrind, the loop'"'"'s %.1f subtracted): default %.1f, secure %.1f (%.2f x, +%.1f).\n\n",
+            subject, l, d - l, s - l, (s - l) / (d - l), s - d }' | report
 fi
 
 command -v python3 >/dev/null || { echo "secure_cost.sh: python3 not found" >&2; exit 2; }

@@ -412,8 +412,8 @@ fn run(opts: &Options, args: &[String]) -> Result<(), String> {
     match out {
         Some(path) => {
             // The sections of bench/ldpreload.sh (C programs under
-            // LD_PRELOAD) and bench/secure_cost.sh are not this driver's
-            // to drop.
+            // LD_PRELOAD) and bench/secure_cost.sh (one per allocator) are
+            // not this driver's to drop.
             let text = match std::fs::read_to_string(&path) {
                 Ok(previous) => report::keep_sections(&text, &previous),
                 Err(_) => text,

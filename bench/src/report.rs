@@ -327,11 +327,16 @@ pub fn render(report: &Report) -> String {
 /// The sections other scripts write into `BENCHMARKS.md`, each between a
 /// first and a last marker line, which the driver keeps (in this order)
 /// when it rewrites the file: `bench/ldpreload.sh`'s (C programs under
-/// `LD_PRELOAD`) and `bench/secure_cost.sh --write`'s (what the `secure`
-/// feature costs).
-pub const KEPT_SECTIONS: [(&str, &str); 2] = [
+/// `LD_PRELOAD`), `bench/secure_cost.sh --write`'s (what the `secure`
+/// feature costs) and `bench/secure_cost.sh --allocator mimalloc --write`'s
+/// (what mimalloc's own secure mode costs).
+pub const KEPT_SECTIONS: [(&str, &str); 3] = [
     ("<!-- ldpreload:start -->", "<!-- ldpreload:end -->"),
     ("<!-- secure:start -->", "<!-- secure:end -->"),
+    (
+        "<!-- secure-mimalloc:start -->",
+        "<!-- secure-mimalloc:end -->",
+    ),
 ];
 
 /// The section of `text` from a line that is exactly `first` to the next
@@ -536,12 +541,19 @@ mod tests {
         // Kept again on the next rewrite, unchanged.
         let twice = keep_sections("# newer\n", &keep_sections("# new\n", old));
         assert_eq!(twice, format!("# newer\n\n{section}\n"));
-        // Both sections, in the order of KEPT_SECTIONS whatever the file's.
+        // All sections, in the order of KEPT_SECTIONS whatever the file's.
         let secure = "<!-- secure:start -->\n## Secure\n<!-- secure:end -->";
         let both = format!("# old\n\n{secure}\n\n{section}\n");
         assert_eq!(
             keep_sections("# new\n", &both),
             format!("# new\n\n{section}\n\n{secure}\n")
+        );
+        let mimalloc =
+            "<!-- secure-mimalloc:start -->\n## Secure mimalloc\n<!-- secure-mimalloc:end -->";
+        let all = format!("# old\n\n{mimalloc}\n\n{secure}\n\n{section}\n");
+        assert_eq!(
+            keep_sections("# new\n", &all),
+            format!("# new\n\n{section}\n\n{secure}\n\n{mimalloc}\n")
         );
         // No section, an unterminated one, or markers inside a line: nothing kept.
         assert_eq!(keep_sections("# new\n", "# old\n"), "# new\n");
