@@ -430,34 +430,6 @@ impl Region {
         unsafe { Self::live_byte(region, block).is_some_and(|live| *live == 1) }
     }
 
-    /// Secure build: sets the live byte of the block at the head of the
-    /// free list before it is handed out. The head is checked *before* its
-    /// link is read: an overwritten link decodes to a random address, which
-    /// is caught here, when it reaches the head, as one that is not a block
-    /// start of this region (so it is never dereferenced); a forged link to
-    /// an allocated block is caught by its live byte.
-    ///
-    /// Returns `false` (and changes nothing) when the free list is
-    /// corrupted: the caller stops the process.
-    ///
-    /// # Safety
-    ///
-    /// `region` is a live small region of the secure build owned by the
-    /// caller.
-    #[inline(always)]
-    unsafe fn take_live(region: *mut Region, block: *const u8) -> bool {
-        // SAFETY: forwarded; only the owner touches the map.
-        unsafe {
-            match Self::live_byte(region, block) {
-                Some(live) if *live == 0 => {
-                    *live = 1;
-                    true
-                }
-                _ => false,
-            }
-        }
-    }
-
     /// Gives a descriptor a kind other than `Small` (a span handed out or
     /// freed, the segment header), and no grid slots with it (see
     /// `grid_slots`).
@@ -509,6 +481,14 @@ impl Region {
     /// free block of the region: then `free` stays non-null, and the caller
     /// must stop the process with [`corrupted`] instead of retrying.
     ///
+    /// Secure build: the head is checked *before* its link is read, and its
+    /// live byte set before it is handed out. An overwritten link decodes
+    /// to a random address, which is caught when it reaches the head, as
+    /// one that is not a block start of this region (so it is never
+    /// dereferenced); a forged link to an allocated block (a stale encoded
+    /// link copied into another free block, say) is caught by its live
+    /// byte, so no block is ever handed out twice.
+    ///
     /// # Safety
     ///
     /// `region` is a live region of the caller's locked heap.
@@ -523,13 +503,25 @@ impl Region {
                 // an empty list and a corrupted one. Either is sorted out
                 // by the caller's slow path (see `pop`'s doc): no call here
                 // keeps the fast path free of a stack frame.
-                if !Self::take_live(region, block.cast()) {
+                let Some(live) = Self::live_byte(region, block.cast()) else {
+                    return ptr::null_mut();
+                };
+                // The head is a block of this region, so its link may be
+                // read; read before the live byte is written, so the load
+                // does not wait behind that store.
+                let next = block::next_of(block, (*region).key);
+                // A forged link to an allocated block.
+                if *live != 0 {
                     return ptr::null_mut();
                 }
-            } else if block.is_null() {
-                return ptr::null_mut();
+                *live = 1;
+                (*region).free = next;
+            } else {
+                if block.is_null() {
+                    return ptr::null_mut();
+                }
+                (*region).free = block::next_of(block, (*region).key);
             }
-            (*region).free = block::next_of(block, (*region).key);
             (*region).used += 1;
             block.cast()
         }
