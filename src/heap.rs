@@ -29,7 +29,8 @@
 //! the configured one, and each calm second halves it again (see
 //! [`Heap::note_clean_span`]). "Right after" is judged per span: a purged
 //! span counts if *its own* purge was recent (a clean free span's
-//! `freed_at` records when it was purged), and doubles the span delay only;
+//! `freed_at` records when it was purged), and doubles the span delay only
+//! (once such spans add up to [`SPAN_BACKOFF_BYTES`]);
 //! a fresh segment counts only if a segment was unmapped recently, and
 //! doubles both delays (and the number of empty segments kept); growing is
 //! not a premature purge.
@@ -165,6 +166,10 @@ struct HeapLocal<const N: usize> {
     backoff_changed_at: u64,
     /// When `segment_backoff` last changed (ms).
     segment_backoff_changed_at: u64,
+    /// Bytes of purged spans needed again right after their purge since
+    /// the last step of `purge_backoff` or calm second: a step takes
+    /// [`SPAN_BACKOFF_BYTES`].
+    premature_bytes: usize,
 }
 
 /// The largest [`HeapLocal::purge_backoff`]: the default 10 ms delay grows
@@ -173,6 +178,10 @@ const MAX_PURGE_BACKOFF: u32 = 6;
 
 /// A backoff step is undone after this long without a premature purge.
 const BACKOFF_DECAY_MS: u64 = 1000;
+
+/// Bytes of purged spans a heap must need again right after their purge
+/// before its span delay backs off a step.
+const SPAN_BACKOFF_BYTES: usize = 256 << 10;
 
 /// A zero-size field aligned to two cache lines (the unit adjacent-line
 /// prefetchers move): in a `repr(C)` struct the next field starts on a
@@ -351,6 +360,7 @@ impl<const N: usize> Heap<N> {
                     last_unmap_at: 0,
                     backoff_changed_at: 0,
                     segment_backoff_changed_at: 0,
+                    premature_bytes: 0,
                 }),
             });
             bump(&(*heap).counters.map_calls, 1);
@@ -535,7 +545,7 @@ impl<const N: usize> Heap<N> {
         self.record(&events);
         if events.took_clean && !span.is_null() {
             // SAFETY: lock held.
-            unsafe { self.note_clean_span(events.mapped > 0, events.purged_at) };
+            unsafe { self.note_clean_span(events.mapped > 0, events.purged_at, slots) };
         }
         span
     }
@@ -567,10 +577,18 @@ impl<const N: usize> Heap<N> {
     /// resident for 640 ms, up to 512 of them, later in the run (60 MiB of
     /// empty segments when it moved from 2 MiB blocks to huge ones).
     ///
+    /// And a span delay step takes [`SPAN_BACKOFF_BYTES`] of purged spans
+    /// needed again (counted since the last step or calm second), not one
+    /// span: those few 64 KiB spans alone still backed `usable.c`'s span
+    /// delay off 4 steps, so that later every span it freed stayed
+    /// resident for 160 ms (10 to 20 MiB of dirty free spans, peak 90 MiB;
+    /// 80 MiB with the threshold). A program that swings by MiBs (the
+    /// bench's rptest: 1 to 2 MiB of spans every 50 ms) passes it at once.
+    ///
     /// # Safety
     ///
     /// Lock held.
-    unsafe fn note_clean_span(&self, fresh: bool, purged_at: u64) {
+    unsafe fn note_clean_span(&self, fresh: bool, purged_at: u64, slots: usize) {
         // SAFETY: lock held.
         unsafe {
             let local = self.local();
@@ -584,9 +602,16 @@ impl<const N: usize> Heap<N> {
                     (*local).segment_backoff += 1;
                     (*local).segment_backoff_changed_at = now;
                 }
-            } else if purged_at == 0 || now.saturating_sub(purged_at) >= 2 * self.purge_delay() {
-                return;
+            } else {
+                if purged_at == 0 || now.saturating_sub(purged_at) >= 2 * self.purge_delay() {
+                    return;
+                }
+                (*local).premature_bytes += slots * SLOT_SIZE;
+                if (*local).premature_bytes < SPAN_BACKOFF_BYTES {
+                    return;
+                }
             }
+            (*local).premature_bytes = 0;
             if (*local).purge_backoff < MAX_PURGE_BACKOFF {
                 (*local).purge_backoff += 1;
                 (*local).backoff_changed_at = now;
@@ -754,11 +779,10 @@ impl<const N: usize> Heap<N> {
                 if events.unmapped > 0 {
                     (*local).last_unmap_at = now;
                 }
-                if (*local).purge_backoff > 0
-                    && now.saturating_sub((*local).backoff_changed_at) >= BACKOFF_DECAY_MS
-                {
-                    (*local).purge_backoff -= 1;
+                if now.saturating_sub((*local).backoff_changed_at) >= BACKOFF_DECAY_MS {
+                    (*local).purge_backoff = (*local).purge_backoff.saturating_sub(1);
                     (*local).backoff_changed_at = now;
+                    (*local).premature_bytes = 0;
                 }
                 if (*local).segment_backoff > 0
                     && now.saturating_sub((*local).segment_backoff_changed_at) >= BACKOFF_DECAY_MS
@@ -1152,7 +1176,7 @@ const _: () = assert!(SEGMENT_SIZE % SLOT_SIZE == 0);
 
 #[cfg(test)]
 mod tests {
-    use super::owner_of;
+    use super::{owner_of, SPAN_BACKOFF_BYTES};
     use crate::bucket::DEFAULT_BUCKET_COUNT;
     use crate::segment::{segment_of, CACHED_SEGMENTS, LARGE_MAX_SIZE, SLOT_SIZE};
     use crate::Rulloc;
@@ -1212,6 +1236,42 @@ mod tests {
             for block in [again, second, third] {
                 a.deallocate_bytes(block);
             }
+        }
+    }
+
+    /// A purged span needed again right after its purge backs the span
+    /// delay off only once such spans add up to `SPAN_BACKOFF_BYTES`: one
+    /// small span faulted in again costs a few page faults, while the
+    /// longer delay keeps every free page of the heap resident.
+    #[test]
+    #[cfg_attr(miri, ignore)] // depends on wall-clock delays
+    fn small_premature_purges_add_up_before_backing_off() {
+        let a = Rulloc::new();
+        a.set_purge_delay_ms(5);
+        // Above the largest bucket, so each block is a span of its own.
+        let size = 3 * SLOT_SIZE;
+        const _: () = assert!(3 * SLOT_SIZE < SPAN_BACKOFF_BYTES);
+        const _: () = assert!(6 * SLOT_SIZE >= SPAN_BACKOFF_BYTES);
+        let [first, second] = [0; 2].map(|_| a.allocate_bytes(size, 8));
+        let heap = owner_of::<DEFAULT_BUCKET_COUNT>(segment_of(first));
+        let mut again = first;
+        // SAFETY: live blocks of `a`, each freed once; the heap is used by
+        // this thread only.
+        unsafe {
+            for backoff in [0, 1] {
+                a.deallocate_bytes(again);
+                sleep(Duration::from_millis(25));
+                // A span from the rest of the segment, whose free runs the
+                // due purge of the first's span...
+                let other = a.allocate_bytes(4 * SLOT_SIZE, 8);
+                a.deallocate_bytes(other);
+                // ...the best fit for `size`: needed right after its purge.
+                again = a.allocate_bytes(size, 8);
+                assert_eq!(again, first);
+                assert_eq!((*heap).purge_backoff(), backoff);
+            }
+            a.deallocate_bytes(again);
+            a.deallocate_bytes(second);
         }
     }
 }
