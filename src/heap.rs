@@ -22,14 +22,18 @@
 //! before it ever waits.
 //!
 //! Purging: a freed span's pages are given back to the OS once it has been
-//! free for the purge delay. The delay a heap uses adapts: when the heap
-//! needs non-resident pages right after a purge (the purge only bought page
-//! faults), it doubles, up to 64 times the configured delay, and each calm
-//! second halves it again (see [`Heap::note_clean_span`]). "Right after"
-//! is judged per span: a purged span counts if *its own* purge was recent
-//! (a clean free span's `freed_at` records when it was purged), a fresh
-//! segment only if a segment was unmapped recently; growing is not a
-//! premature purge.
+//! free for the span delay, an empty segment is unmapped once it has been
+//! empty for the segment delay. Both start at the configured purge delay
+//! and adapt: when the heap needs non-resident pages right after a purge
+//! (the purge only bought page faults), the delay doubles, up to 64 times
+//! the configured one, and each calm second halves it again (see
+//! [`Heap::note_clean_span`]). "Right after" is judged per span: a purged
+//! span counts if *its own* purge was recent (a clean free span's
+//! `freed_at` records when it was purged), and doubles the span delay only
+//! (once such spans add up to [`SPAN_BACKOFF_BYTES`]);
+//! a fresh segment counts only if a segment was unmapped recently, and
+//! doubles both delays (and the number of empty segments kept); growing is
+//! not a premature purge.
 //!
 //! A block freed by a thread that cannot take the owner heap's lock goes on
 //! its region's `thread_free` list with one CAS (see [`crate::region`]); no
@@ -143,9 +147,15 @@ struct HeapLocal<const N: usize> {
     spans: SpanPool,
     /// When the next dirty free span is due for purging (ms; 0: none).
     next_purge_at: u64,
-    /// The purge delay in use is the configured one times
+    /// The purge delay of free spans is the configured one times
     /// `2^purge_backoff`: see [`Heap::note_clean_span`].
     purge_backoff: u32,
+    /// The same for empty segments: their delay is the configured one
+    /// times `2^segment_backoff`, and the heap keeps up to
+    /// `CACHED_SEGMENTS << segment_backoff` of them. Only a fresh segment
+    /// mapped right after an unmap raises it (a span purged too early
+    /// raises `purge_backoff` alone).
+    segment_backoff: u32,
     /// When pages were last purged or a segment unmapped (ms; 0: never).
     last_purge_at: u64,
     /// When a segment was last unmapped (ms; 0: never): a fresh segment
@@ -154,6 +164,12 @@ struct HeapLocal<const N: usize> {
     last_unmap_at: u64,
     /// When `purge_backoff` last changed (ms).
     backoff_changed_at: u64,
+    /// When `segment_backoff` last changed (ms).
+    segment_backoff_changed_at: u64,
+    /// Bytes of purged spans needed again right after their purge since
+    /// the last step of `purge_backoff` or calm second: a step takes
+    /// [`SPAN_BACKOFF_BYTES`].
+    premature_bytes: usize,
 }
 
 /// The largest [`HeapLocal::purge_backoff`]: the default 10 ms delay grows
@@ -162,6 +178,10 @@ const MAX_PURGE_BACKOFF: u32 = 6;
 
 /// A backoff step is undone after this long without a premature purge.
 const BACKOFF_DECAY_MS: u64 = 1000;
+
+/// Bytes of purged spans a heap must need again right after their purge
+/// before its span delay backs off a step.
+const SPAN_BACKOFF_BYTES: usize = 256 << 10;
 
 /// A zero-size field aligned to two cache lines (the unit adjacent-line
 /// prefetchers move): in a `repr(C)` struct the next field starts on a
@@ -335,9 +355,12 @@ impl<const N: usize> Heap<N> {
                     spans,
                     next_purge_at: 0,
                     purge_backoff: 0,
+                    segment_backoff: 0,
                     last_purge_at: 0,
                     last_unmap_at: 0,
                     backoff_changed_at: 0,
+                    segment_backoff_changed_at: 0,
+                    premature_bytes: 0,
                 }),
             });
             bump(&(*heap).counters.map_calls, 1);
@@ -522,7 +545,7 @@ impl<const N: usize> Heap<N> {
         self.record(&events);
         if events.took_clean && !span.is_null() {
             // SAFETY: lock held.
-            unsafe { self.note_clean_span(events.mapped > 0, events.purged_at) };
+            unsafe { self.note_clean_span(events.mapped > 0, events.purged_at, slots) };
         }
         span
     }
@@ -543,29 +566,59 @@ impl<const N: usize> Heap<N> {
     /// freed page resident (`usable.c` under LD_PRELOAD: 145 MiB of RSS
     /// for 48 MiB live, 90 MiB without the backoff).
     ///
+    /// Two backoffs: a purged span needed again doubles the delay of free
+    /// spans only; a fresh segment needed right after an unmap doubles
+    /// both that and the segments' (their delay and how many empty ones
+    /// the heap keeps). A span purged too early costs the faults of its
+    /// pages, which a longer span delay saves; it says nothing about whole
+    /// segments. With one backoff for both, a few 64 KiB spans reused
+    /// within 20 ms of their purge while a program was small (`usable.c`:
+    /// 6 such in its first 60 ms) kept every empty segment mapped and
+    /// resident for 640 ms, up to 512 of them, later in the run (60 MiB of
+    /// empty segments when it moved from 2 MiB blocks to huge ones).
+    ///
+    /// And a span delay step takes [`SPAN_BACKOFF_BYTES`] of purged spans
+    /// needed again (counted since the last step or calm second), not one
+    /// span: those few 64 KiB spans alone still backed `usable.c`'s span
+    /// delay off 4 steps, so that later every span it freed stayed
+    /// resident for 160 ms (10 to 20 MiB of dirty free spans, peak 90 MiB;
+    /// 80 MiB with the threshold). A program that swings by MiBs (the
+    /// bench's rptest: 1 to 2 MiB of spans every 50 ms) passes it at once.
+    ///
     /// # Safety
     ///
     /// Lock held.
-    unsafe fn note_clean_span(&self, fresh: bool, purged_at: u64) {
+    unsafe fn note_clean_span(&self, fresh: bool, purged_at: u64, slots: usize) {
         // SAFETY: lock held.
         unsafe {
             let local = self.local();
-            let last_purge = if fresh {
-                (*local).last_unmap_at
-            } else {
-                purged_at
-            };
-            if last_purge == 0 || (*local).purge_backoff >= MAX_PURGE_BACKOFF {
-                return;
-            }
             let now = platform::now_ms();
-            if now.saturating_sub(last_purge) < 2 * self.purge_delay() {
+            if fresh {
+                let unmapped = (*local).last_unmap_at;
+                if unmapped == 0 || now.saturating_sub(unmapped) >= 2 * self.segment_delay() {
+                    return;
+                }
+                if (*local).segment_backoff < MAX_PURGE_BACKOFF {
+                    (*local).segment_backoff += 1;
+                    (*local).segment_backoff_changed_at = now;
+                }
+            } else {
+                if purged_at == 0 || now.saturating_sub(purged_at) >= 2 * self.purge_delay() {
+                    return;
+                }
+                (*local).premature_bytes += slots * SLOT_SIZE;
+                if (*local).premature_bytes < SPAN_BACKOFF_BYTES {
+                    return;
+                }
+            }
+            (*local).premature_bytes = 0;
+            if (*local).purge_backoff < MAX_PURGE_BACKOFF {
                 (*local).purge_backoff += 1;
                 (*local).backoff_changed_at = now;
-                // Due purges wait for the longer delay.
-                if (*local).next_purge_at != 0 {
-                    (*local).next_purge_at = now.saturating_add(self.purge_delay()).max(1);
-                }
+            }
+            // Due purges wait for the longer delay.
+            if (*local).next_purge_at != 0 {
+                (*local).next_purge_at = now.saturating_add(self.shorter_delay()).max(1);
             }
         }
     }
@@ -577,12 +630,34 @@ impl<const N: usize> Heap<N> {
         unsafe { (*self.local()).purge_backoff }
     }
 
-    /// The purge delay in use: the configured one, backed off.
+    /// How many times the empty segments' delay is doubled (tests).
+    #[cfg(test)]
+    pub(crate) fn segment_backoff(&self) -> u32 {
+        // SAFETY: tests call this while no other thread uses the heap.
+        unsafe { (*self.local()).segment_backoff }
+    }
+
+    /// The purge delay of free spans in use: the configured one, backed off.
     fn purge_delay(&self) -> u64 {
         let configured = self.purge_delay_ms.load(Ordering::Relaxed) as u64;
         // SAFETY: only the lock holder calls this (every caller holds it).
         let backoff = unsafe { (*self.local()).purge_backoff };
         configured << backoff
+    }
+
+    /// How long empty segments (and the huge cache's mappings) stay
+    /// mapped: the configured delay, backed off by `segment_backoff`.
+    fn segment_delay(&self) -> u64 {
+        let configured = self.purge_delay_ms.load(Ordering::Relaxed) as u64;
+        // SAFETY: only the lock holder calls this (every caller holds it).
+        let backoff = unsafe { (*self.local()).segment_backoff };
+        configured << backoff
+    }
+
+    /// The sooner of the two delays: when a purge check may find something
+    /// due after a free.
+    fn shorter_delay(&self) -> u64 {
+        self.purge_delay().min(self.segment_delay())
     }
 
     /// Gives a span back to the pool, recording any released segment, and
@@ -596,12 +671,13 @@ impl<const N: usize> Heap<N> {
         let now = platform::now_ms();
         // SAFETY: forwarded; lock held.
         unsafe {
-            // A heap backed off k steps keeps up to 8 << k empty segments
-            // (for the longer delay): one that keeps needing memory soon
-            // after giving it back would otherwise unmap whole segments at
-            // once and fault them in again on the next wave.
+            // A heap whose segment delay is backed off k steps keeps up to
+            // 8 << k empty segments (for the longer delay): one that keeps
+            // needing memory soon after giving it back would otherwise
+            // unmap whole segments at once and fault them in again on the
+            // next wave.
             let local = self.local();
-            let cache_limit = CACHED_SEGMENTS << (*local).purge_backoff;
+            let cache_limit = CACHED_SEGMENTS << (*local).segment_backoff;
             (*local).spans.free(span, now, cache_limit, &mut events);
             self.record(&events);
             if events.unmapped > 0 {
@@ -610,10 +686,17 @@ impl<const N: usize> Heap<N> {
                 (*local).last_purge_at = now;
                 (*local).last_unmap_at = now;
             }
-            let delay = self.purge_delay();
+            // The span, or the segment it left empty, is due after its
+            // own delay (an empty segment's may be the shorter).
+            let delay = if events.cached > 0 {
+                self.segment_delay()
+            } else {
+                self.purge_delay()
+            };
+            let due = now.saturating_add(delay).max(1);
             let local = self.local();
-            if delay == 0 || (*local).next_purge_at == 0 {
-                (*local).next_purge_at = now.saturating_add(delay).max(1);
+            if (*local).next_purge_at == 0 || due < (*local).next_purge_at {
+                (*local).next_purge_at = due;
             }
             self.purge_if_due();
         }
@@ -635,7 +718,7 @@ impl<const N: usize> Heap<N> {
             }
             let now = platform::now_ms();
             if now >= due {
-                self.purge(now, self.purge_delay());
+                self.purge(now);
             }
         }
     }
@@ -657,27 +740,35 @@ impl<const N: usize> Heap<N> {
                 return;
             }
             let now = platform::now_ms();
-            let delay = self.purge_delay();
             if due != 0 && now >= due {
-                self.purge(now, delay);
+                self.purge(now);
             }
-            shared.huge_cache.purge_if_due(shared, now, delay);
+            shared
+                .huge_cache
+                .purge_if_due(shared, now, self.segment_delay());
         }
     }
 
-    /// Purges every dirty free span older than `delay` as of `now`.
+    /// Purges every dirty free span older than the span delay as of `now`
+    /// and unmaps the empty segments older than the segment delay; with
+    /// `now == u64::MAX`, everything.
     ///
     /// # Safety
     ///
     /// Lock held.
-    unsafe fn purge(&self, now: u64, delay: u64) {
+    unsafe fn purge(&self, now: u64) {
         let mut events = SpanEvents::default();
+        let (span_delay, segment_delay) = if now == u64::MAX {
+            (0, 0)
+        } else {
+            (self.purge_delay(), self.segment_delay())
+        };
         // SAFETY: lock held.
         unsafe {
             let local = self.local();
             (*local).next_purge_at = (*local)
                 .spans
-                .purge_expired(now, delay, &mut events)
+                .purge_expired(now, span_delay, segment_delay, &mut events)
                 .unwrap_or(0);
             // `now == u64::MAX`: purge everything (collect, thread exit),
             // which says nothing about the program's rhythm.
@@ -688,11 +779,16 @@ impl<const N: usize> Heap<N> {
                 if events.unmapped > 0 {
                     (*local).last_unmap_at = now;
                 }
-                if (*local).purge_backoff > 0
-                    && now.saturating_sub((*local).backoff_changed_at) >= BACKOFF_DECAY_MS
-                {
-                    (*local).purge_backoff -= 1;
+                if now.saturating_sub((*local).backoff_changed_at) >= BACKOFF_DECAY_MS {
+                    (*local).purge_backoff = (*local).purge_backoff.saturating_sub(1);
                     (*local).backoff_changed_at = now;
+                    (*local).premature_bytes = 0;
+                }
+                if (*local).segment_backoff > 0
+                    && now.saturating_sub((*local).segment_backoff_changed_at) >= BACKOFF_DECAY_MS
+                {
+                    (*local).segment_backoff -= 1;
+                    (*local).segment_backoff_changed_at = now;
                 }
             }
         }
@@ -1048,7 +1144,7 @@ impl<const N: usize> Heap<N> {
                 }
             }
             // Everything free is purged now, and the cached segment unmapped.
-            self.purge(u64::MAX, 0);
+            self.purge(u64::MAX);
         }
     }
 
@@ -1077,3 +1173,105 @@ pub(crate) fn owner_of<const N: usize>(segment: *mut segment::Segment) -> *mut H
 }
 
 const _: () = assert!(SEGMENT_SIZE % SLOT_SIZE == 0);
+
+#[cfg(test)]
+mod tests {
+    use super::{owner_of, SPAN_BACKOFF_BYTES};
+    use crate::bucket::DEFAULT_BUCKET_COUNT;
+    use crate::segment::{segment_of, CACHED_SEGMENTS, LARGE_MAX_SIZE, SLOT_SIZE};
+    use crate::Rulloc;
+    use std::thread::sleep;
+    use std::time::Duration;
+
+    /// Spans needed again right after their purge back off the span delay
+    /// only: the heap still keeps at most `CACHED_SEGMENTS` empty segments,
+    /// and unmaps those after the configured delay, not the span delay.
+    #[test]
+    #[cfg_attr(miri, ignore)] // depends on wall-clock delays
+    fn span_backoff_keeps_no_more_empty_segments() {
+        let a = Rulloc::new();
+        a.set_purge_delay_ms(5);
+        let mib = 1 << 20;
+        // Three 1 MiB spans side by side in a fresh segment (48 of 63 slots).
+        let [first, second, third] = [0; 3].map(|_| a.allocate_bytes(mib, 8));
+        let heap = owner_of::<DEFAULT_BUCKET_COUNT>(segment_of(first));
+        // Above the largest bucket: a span of its own, whose free runs the
+        // heap's purge check.
+        let other = 4 * SLOT_SIZE;
+        // Freed at the end, to run the purge check with nothing else.
+        let spare = a.allocate_bytes(other, 8);
+        let mut again = first;
+        // SAFETY: live blocks of `a`, each freed once; the heap is used by
+        // this thread only.
+        unsafe {
+            for step in 0..3 {
+                a.deallocate_bytes(again);
+                // Past the (backed-off) span delay, a free elsewhere runs
+                // the purge of the freed span...
+                sleep(Duration::from_millis((5 << step) + 20));
+                let slot = a.allocate_bytes(other, 8);
+                a.deallocate_bytes(slot);
+                // ...which is the best fit for 1 MiB: needed right after
+                // its purge.
+                again = a.allocate_bytes(mib, 8);
+                assert_eq!(again, first);
+            }
+            assert_eq!((*heap).purge_backoff(), 3);
+            assert_eq!((*heap).segment_backoff(), 0);
+            // 2 MiB blocks: one per segment.
+            let wave = 2 * CACHED_SEGMENTS;
+            let blocks: std::vec::Vec<*mut u8> = (0..wave)
+                .map(|_| a.allocate_bytes(LARGE_MAX_SIZE, 8))
+                .collect();
+            assert!(blocks.iter().all(|b| !b.is_null()));
+            let before = a.stats().unmap_calls;
+            for block in blocks {
+                a.deallocate_bytes(block);
+            }
+            assert_eq!(a.stats().unmap_calls - before, wave - CACHED_SEGMENTS);
+            // The span delay is 40 ms now, the segments' still 5 ms.
+            sleep(Duration::from_millis(25));
+            a.deallocate_bytes(spare);
+            assert_eq!(a.stats().unmap_calls - before, wave);
+            for block in [again, second, third] {
+                a.deallocate_bytes(block);
+            }
+        }
+    }
+
+    /// A purged span needed again right after its purge backs the span
+    /// delay off only once such spans add up to `SPAN_BACKOFF_BYTES`: one
+    /// small span faulted in again costs a few page faults, while the
+    /// longer delay keeps every free page of the heap resident.
+    #[test]
+    #[cfg_attr(miri, ignore)] // depends on wall-clock delays
+    fn small_premature_purges_add_up_before_backing_off() {
+        let a = Rulloc::new();
+        a.set_purge_delay_ms(5);
+        // Above the largest bucket, so each block is a span of its own.
+        let size = 3 * SLOT_SIZE;
+        const _: () = assert!(3 * SLOT_SIZE < SPAN_BACKOFF_BYTES);
+        const _: () = assert!(6 * SLOT_SIZE >= SPAN_BACKOFF_BYTES);
+        let [first, second] = [0; 2].map(|_| a.allocate_bytes(size, 8));
+        let heap = owner_of::<DEFAULT_BUCKET_COUNT>(segment_of(first));
+        let mut again = first;
+        // SAFETY: live blocks of `a`, each freed once; the heap is used by
+        // this thread only.
+        unsafe {
+            for backoff in [0, 1] {
+                a.deallocate_bytes(again);
+                sleep(Duration::from_millis(25));
+                // A span from the rest of the segment, whose free runs the
+                // due purge of the first's span...
+                let other = a.allocate_bytes(4 * SLOT_SIZE, 8);
+                a.deallocate_bytes(other);
+                // ...the best fit for `size`: needed right after its purge.
+                again = a.allocate_bytes(size, 8);
+                assert_eq!(again, first);
+                assert_eq!((*heap).purge_backoff(), backoff);
+            }
+            a.deallocate_bytes(again);
+            a.deallocate_bytes(second);
+        }
+    }
+}

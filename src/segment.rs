@@ -27,9 +27,11 @@
 //! with a bitmap of non-empty bins, so finding the smallest span that fits
 //! is one `trailing_zeros`: O(1) (the seed's TODO on free block search).
 //! Freed spans coalesce with free neighbours; a segment whose slots are all
-//! free is cached (a few per heap, more while the heap's purge delay is
+//! free is cached (a few per heap, more while the heap's segment delay is
 //! backed off, so waves of frees and allocations do not thrash the OS) and
-//! unmapped once it stayed unused for the purge delay.
+//! unmapped once it stayed unused for the segment delay (see
+//! [`crate::heap`]: the delay free spans wait before their purge backs
+//! off separately).
 //!
 //! Transparent huge pages are asked for (`madvise(MADV_HUGEPAGE)`) only
 //! once a heap holds a second segment: a 2 MiB page faults in whole, so a
@@ -77,11 +79,11 @@ pub(crate) const USABLE_SLOTS: usize = SLOTS_PER_SEGMENT - 1;
 /// larger blocks get a mapping of their own (a huge segment).
 pub(crate) const LARGE_MAX_SLOTS: usize = 32;
 pub(crate) const LARGE_MAX_SIZE: usize = LARGE_MAX_SLOTS * SLOT_SIZE;
-/// Empty segments a heap keeps mapped (32 MiB of address space; their pages
-/// are purged on the usual delay): a program that frees and reallocates a
-/// few MiB in waves does not map and unmap on every wave. The heap raises
-/// the limit while its purge delay is backed off (the `cache_limit` of
-/// [`SpanPool::free`]).
+/// Empty segments a heap keeps mapped (32 MiB of address space), each
+/// until it has been empty for the heap's segment delay: a program that
+/// frees and reallocates a few MiB in waves does not map and unmap on
+/// every wave. The heap raises the limit while its segment delay is backed
+/// off (the `cache_limit` of [`SpanPool::free`]).
 pub(crate) const CACHED_SEGMENTS: usize = 8;
 
 /// What a segment is.
@@ -196,6 +198,8 @@ pub(crate) struct SpanEvents {
     pub(crate) purged_at: u64,
     pub(crate) mapped: usize,
     pub(crate) unmapped: usize,
+    /// Empty segments kept mapped (cached) instead of unmapped.
+    pub(crate) cached: usize,
     pub(crate) purges: usize,
     pub(crate) purged_bytes: usize,
 }
@@ -211,7 +215,7 @@ pub(crate) struct SpanPool {
     /// Fully free segments kept mapped to absorb alloc/free waves (linked
     /// through `next`, most recent first; each was cached while
     /// `cached_count` was below the limit its free was given); each is
-    /// unmapped once it has stayed unused for the purge delay.
+    /// unmapped once it has stayed unused for the segment delay.
     cached: *mut Segment,
     cached_count: usize,
     /// The owning heap, recorded in every segment header.
@@ -371,12 +375,13 @@ impl SpanPool {
 
     /// Purges the pages of every free span that has been dirty for at
     /// least `delay` ms, and unmaps cached empty segments once they have
-    /// been unused as long. Returns when the next purge is due (`None` if
-    /// nothing is left to purge).
+    /// been unused for `segment_delay` ms. Returns when the next purge is
+    /// due (`None` if nothing is left to purge).
     pub(crate) fn purge_expired(
         &mut self,
         now: u64,
         delay: u64,
+        segment_delay: u64,
         events: &mut SpanEvents,
     ) -> Option<u64> {
         let mut next_due: Option<u64> = None;
@@ -420,7 +425,7 @@ impl SpanPool {
         unsafe {
             while !(*link).is_null() {
                 let segment = *link;
-                let due = (*segment).freed_at.saturating_add(delay);
+                let due = (*segment).freed_at.saturating_add(segment_delay);
                 if due <= now {
                     *link = (*segment).next;
                     self.cached_count -= 1;
@@ -613,6 +618,7 @@ impl SpanPool {
                 (*segment).next = self.cached;
                 self.cached = segment;
                 self.cached_count += 1;
+                events.cached += 1;
             } else {
                 unmap_segment(segment, events);
             }
