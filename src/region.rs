@@ -68,11 +68,11 @@
 //!   `pop` sets it (a 1 there means a forged link), every free clears it (a
 //!   0 there is a double free), local, remote (in `collect`) or delayed
 //!   alike. Only the owner touches the map. A byte, not a bit: testing and
-//!   updating it is a compare and a store at `grid_origin + index` (a bit costs a
-//!   shift for the word, a load, a bit reset, a compare and a store), about
-//!   ten instructions less per allocation and free, for one byte per block:
-//!   12.5 % of an 8-byte block, 3 % of a 32-byte one, under 1.6 % from 64
-//!   bytes up.
+//!   updating it is a compare and a store at `grid_origin + index` (a bit
+//!   costs a shift for the word, a load, a bit reset, a compare and a
+//!   store), about ten instructions less per allocation and free, for one
+//!   byte per grid slot: 12.5 % of a region of 8-byte blocks, 3 % of one of
+//!   32-byte blocks, under 1.6 % from 64 bytes up.
 //! * Links on both free lists are stored XOR-ed with `key` (random, odd).
 //!   A block is validated *before* its link is read: `pop` checks the head,
 //!   `collect` each block it walks, so a corrupted link is reported, never
