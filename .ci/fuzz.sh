@@ -7,6 +7,8 @@
 #
 # Environment:
 #   FUZZ_TARGETS      targets to run (default: every target `cargo fuzz list` names)
+#   FUZZ_FEATURES     cargo features for the fuzz build (e.g. rulloc/secure,
+#                     to fuzz the hardened build)
 #   FUZZ_SANITIZER    cargo-fuzz sanitizer for the `differential` target
 #                     (default none; the `capi` target always uses none: it
 #                     provides the process's malloc, which a sanitizer runtime
@@ -33,7 +35,10 @@ for target in $targets; do
   san="$sanitizer"
   [ "$target" = capi ] && san=none
   flags=(-s "$san" --debug-assertions)
-  echo "=== fuzz: build $target (sanitizer $san)"
+  if [ -n "${FUZZ_FEATURES:-}" ]; then
+    flags+=(--features "$FUZZ_FEATURES")
+  fi
+  echo "=== fuzz: build $target (sanitizer $san${FUZZ_FEATURES:+, features $FUZZ_FEATURES})"
   cargo +nightly fuzz build "${flags[@]}" "$target"
 
   regressions="fuzz/regressions/$target"
