@@ -1396,6 +1396,24 @@ fn slice_or_error(block: *mut u8, size: usize) -> Result<NonNull<[u8]>, AllocErr
         .ok_or(AllocError)
 }
 
+impl<const N: usize> Rulloc<N> {
+    /// [`Rulloc::reallocate_bytes`] to `layout`, as `Allocator::grow` and
+    /// `Allocator::shrink` both want it.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is currently allocated by this allocator.
+    unsafe fn reallocate_to(
+        &self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded from the caller.
+        let block = unsafe { self.reallocate_bytes(ptr.as_ptr(), layout.size(), layout.align()) };
+        slice_or_error(block, layout.size())
+    }
+}
+
 // SAFETY: blocks are valid for their layout until deallocated, and stay
 // valid when the allocator value is moved (they live in OS mappings, not in
 // the value); `&Rulloc` shares one allocator.
@@ -1435,9 +1453,7 @@ unsafe impl<const N: usize> Allocator for Rulloc<N> {
         new_layout: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
         // SAFETY: Allocator's contract: ptr is currently allocated here.
-        let block =
-            unsafe { self.reallocate_bytes(ptr.as_ptr(), new_layout.size(), new_layout.align()) };
-        slice_or_error(block, new_layout.size())
+        unsafe { self.reallocate_to(ptr, new_layout) }
     }
 
     unsafe fn grow_zeroed(
@@ -1468,9 +1484,7 @@ unsafe impl<const N: usize> Allocator for Rulloc<N> {
         new_layout: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
         // SAFETY: Allocator's contract: ptr is currently allocated here.
-        let block =
-            unsafe { self.reallocate_bytes(ptr.as_ptr(), new_layout.size(), new_layout.align()) };
-        slice_or_error(block, new_layout.size())
+        unsafe { self.reallocate_to(ptr, new_layout) }
     }
 }
 

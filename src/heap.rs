@@ -639,19 +639,20 @@ impl<const N: usize> Heap<N> {
 
     /// The purge delay of free spans in use: the configured one, backed off.
     fn purge_delay(&self) -> u64 {
-        let configured = self.purge_delay_ms.load(Ordering::Relaxed) as u64;
         // SAFETY: only the lock holder calls this (every caller holds it).
-        let backoff = unsafe { (*self.local()).purge_backoff };
-        configured << backoff
+        self.backed_off(unsafe { (*self.local()).purge_backoff })
     }
 
     /// How long empty segments (and the huge cache's mappings) stay
     /// mapped: the configured delay, backed off by `segment_backoff`.
     fn segment_delay(&self) -> u64 {
-        let configured = self.purge_delay_ms.load(Ordering::Relaxed) as u64;
         // SAFETY: only the lock holder calls this (every caller holds it).
-        let backoff = unsafe { (*self.local()).segment_backoff };
-        configured << backoff
+        self.backed_off(unsafe { (*self.local()).segment_backoff })
+    }
+
+    /// The configured purge delay doubled `steps` times.
+    fn backed_off(&self, steps: u32) -> u64 {
+        (self.purge_delay_ms.load(Ordering::Relaxed) as u64) << steps
     }
 
     /// The sooner of the two delays: when a purge check may find something

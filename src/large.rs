@@ -356,8 +356,8 @@ impl HugeList {
         self.count.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the header lies in the fresh mapping and was just written;
         // no pointer into the mapping has been handed out yet.
-        self.bytes_in_use
-            .fetch_add(unsafe { (*segment).huge_size }, Ordering::Relaxed);
+        let huge_size = unsafe { (*segment).huge_size };
+        self.bytes_in_use.fetch_add(huge_size, Ordering::Relaxed);
         self.link(segment);
         segment.cast::<u8>().wrapping_add(offset)
     }

@@ -1089,9 +1089,9 @@ mod loom_models {
                 .map(|&block| {
                     let shared = shared.clone();
                     thread::spawn(move || {
+                        let region = shared.region();
                         // SAFETY: each block is freed once, remotely.
-                        let was_full =
-                            unsafe { Region::push_remote(shared.region(), block as *mut u8) };
+                        let was_full = unsafe { Region::push_remote(region, block as *mut u8) };
                         assert!(!was_full, "the region was never parked");
                     })
                 })
